@@ -1,0 +1,497 @@
+//! The field command line: a device in a terminal. Every command that prints data
+//! takes `--json`; everything but `enroll` and `sync` works with no server reachable.
+//! Exit codes: 0 done, 1 refused or failed, 3 the server could not be reached.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use sync_core::device::{Device, NewSession, SyncProgress};
+use sync_core::model::{Cadre, CourseMeta, HalfDay, MarkStatus};
+use sync_core::Error;
+
+use crate::transport::HttpTransport;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "diemdanh",
+    version,
+    about = "diemdanh field device: record attendance offline, sync when a signal comes"
+)]
+pub struct Cli {
+    /// The device's folder (its database lives there).
+    #[arg(long, global = true, env = "DIEMDANH_HOME", default_value = "diemdanh-home")]
+    home: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Json {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Trades a one-time code from the server's administrator for this device's credentials.
+    Enroll {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        code: String,
+    },
+    /// Device id, unit, pending changes, last sync, refused batches.
+    Status(Json),
+    /// The commune roster.
+    Cadre {
+        #[command(subcommand)]
+        command: CadreCommand,
+    },
+    /// Courses and their sessions and trainees.
+    Course {
+        #[command(subcommand)]
+        command: CourseCommand,
+    },
+    /// Records attendance for one trainee (--cadre) or every enrolled trainee (--all).
+    Mark {
+        #[arg(long)]
+        course: String,
+        /// Session id, or its date when the course has one session that day.
+        #[arg(long)]
+        session: String,
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        cadre: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_parser = parse_status)]
+        status: MarkStatus,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Exchanges everything with the server.
+    Sync(Json),
+    /// Shows a record.
+    Show {
+        #[command(subcommand)]
+        command: ShowCommand,
+    },
+    /// Marks recorded differently by two devices, waiting for a person to decide.
+    Conflicts(Json),
+    /// Decides a conflict with a new mark that supersedes every concurrent value.
+    Resolve {
+        #[arg(long)]
+        course: String,
+        #[arg(long)]
+        session: String,
+        #[arg(long)]
+        cadre: String,
+        #[arg(long, value_parser = parse_status)]
+        status: MarkStatus,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CadreCommand {
+    /// Adds a cadre to a commune roster.
+    Add {
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = |s: &str| s.parse::<sync_core::model::Gender>().map_err(|e| e.to_string()))]
+        gender: sync_core::model::Gender,
+        #[arg(long)]
+        birth_year: u16,
+        /// Two-digit ethnic group code (01 Kinh ... 54 Rơ-măm).
+        #[arg(long)]
+        ethnicity: Option<String>,
+        /// can_bo, cong_chuc or khong_chuyen_trach.
+        #[arg(long, value_parser = |s: &str| s.parse::<sync_core::model::Category>().map_err(|e| e.to_string()))]
+        category: Option<sync_core::model::Category>,
+        #[arg(long)]
+        position: Option<String>,
+        #[arg(long)]
+        qualification: Option<String>,
+        /// so_cap, trung_cap, cao_cap or cu_nhan.
+        #[arg(long, value_parser = |s: &str| s.parse::<sync_core::model::TheoryLevel>().map_err(|e| e.to_string()))]
+        theory_level: Option<sync_core::model::TheoryLevel>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Lists the cadres this device holds.
+    List {
+        #[arg(long)]
+        unit: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CourseCommand {
+    /// Creates a course with its sessions.
+    Create {
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        title: String,
+        /// Session dates, comma-separated (YYYY-MM-DD,...).
+        #[arg(long, value_delimiter = ',')]
+        sessions: Vec<String>,
+        #[arg(long, default_value_t = 0.8)]
+        min_ratio: f64,
+        /// Count excused absences as attended.
+        #[arg(long)]
+        excused_counts: bool,
+        #[arg(long, default_value_t = 100)]
+        planned_trainees: u32,
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        organiser: Option<String>,
+        #[arg(long)]
+        form: Option<String>,
+        #[arg(long)]
+        venue: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Adds a session to a course.
+    AddSession {
+        #[arg(long)]
+        course: String,
+        #[arg(long)]
+        date: String,
+        #[arg(long, value_parser = |s: &str| s.parse::<HalfDay>().map_err(|e| e.to_string()))]
+        half_day: Option<HalfDay>,
+        #[arg(long)]
+        periods: Option<u16>,
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Enrols trainees (repeat --cadre).
+    Enrol {
+        #[arg(long)]
+        course: String,
+        #[arg(long, required = true)]
+        cadre: Vec<String>,
+    },
+    /// Lists the courses this device holds.
+    List(Json),
+}
+
+#[derive(Debug, Subcommand)]
+enum ShowCommand {
+    /// A course: sessions, trainees, marks, conflicts, completion.
+    Course {
+        course_id: String,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+fn parse_status(s: &str) -> Result<MarkStatus, String> {
+    s.parse().map_err(|e: sync_core::InvalidInput| e.to_string())
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
+    let s = serde_json::to_string_pretty(value).map_err(|e| Error::Wire(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match execute(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                Error::Offline(_) => 3,
+                _ => 1,
+            }
+        }
+    }
+}
+
+fn transport(device: &Device, server: Option<&str>) -> Result<HttpTransport, Error> {
+    let url = match server {
+        Some(s) => s.to_string(),
+        None => device.server_url()?,
+    };
+    HttpTransport::new(&url).map_err(Error::invalid)
+}
+
+fn execute(cli: Cli) -> Result<(), Error> {
+    let mut device = Device::open(&cli.home)?;
+    match cli.command {
+        Command::Enroll { server, code } => {
+            let mut t = transport(&device, Some(&server))?;
+            let resp = device.enroll(&mut t, &server, &code)?;
+            println!("enrolled device {} for unit {}", resp.device_id, resp.unit);
+        }
+        Command::Status(j) => {
+            let st = device.status()?;
+            if j.json {
+                print_json(&st)?;
+            } else {
+                println!("device {}", st.device_id);
+                println!("unit {}", st.unit.as_deref().unwrap_or("(not enrolled)"));
+                println!("pending changes {}", st.pending_changes);
+                println!("last sync {}", st.last_sync.as_deref().unwrap_or("never"));
+                for r in &st.refused {
+                    println!("refused {}: {}", r.doc, r.reason);
+                }
+            }
+        }
+        Command::Cadre {
+            command:
+                CadreCommand::Add {
+                    unit,
+                    name,
+                    gender,
+                    birth_year,
+                    ethnicity,
+                    category,
+                    position,
+                    qualification,
+                    theory_level,
+                    json,
+                },
+        } => {
+            let cadre = Cadre {
+                name,
+                gender,
+                birth_year,
+                ethnicity,
+                category,
+                position,
+                qualification,
+                theory_level,
+            };
+            let id = device.add_cadre(&unit, cadre)?;
+            if json.json {
+                print_json(&serde_json::json!({ "id": id }))?;
+            } else {
+                println!("{id}");
+            }
+        }
+        Command::Cadre {
+            command: CadreCommand::List { unit, json },
+        } => {
+            let rows = device.list_cadres(unit.as_deref())?;
+            if json.json {
+                print_json(&rows)?;
+            } else {
+                for c in rows {
+                    println!("{}\t{}\t{}\t{}", c.id, c.name, c.gender, c.birth_year);
+                }
+            }
+        }
+        Command::Course {
+            command:
+                CourseCommand::Create {
+                    unit,
+                    title,
+                    sessions,
+                    min_ratio,
+                    excused_counts,
+                    planned_trainees,
+                    topic,
+                    organiser,
+                    form,
+                    venue,
+                    json,
+                },
+        } => {
+            let meta = CourseMeta {
+                title,
+                topic,
+                organiser,
+                form,
+                venue,
+                start_date: None,
+                end_date: None,
+                min_ratio,
+                excused_counts,
+                planned_trainees,
+            };
+            let sessions = sessions
+                .into_iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|d| NewSession {
+                    date: d.trim().to_string(),
+                    ..Default::default()
+                })
+                .collect();
+            let created = device.create_course(&unit, meta, sessions)?;
+            if json.json {
+                print_json(&created)?;
+            } else {
+                println!("{}", created.id);
+                for s in created.sessions {
+                    println!("  session {} {}", s.id, s.date);
+                }
+            }
+        }
+        Command::Course {
+            command:
+                CourseCommand::AddSession {
+                    course,
+                    date,
+                    half_day,
+                    periods,
+                    topic,
+                    json,
+                },
+        } => {
+            let s = device.add_session(
+                &course,
+                NewSession {
+                    date,
+                    half_day,
+                    periods,
+                    topic,
+                },
+            )?;
+            if json.json {
+                print_json(&s)?;
+            } else {
+                println!("{}", s.id);
+            }
+        }
+        Command::Course {
+            command: CourseCommand::Enrol { course, cadre },
+        } => {
+            for c in &cadre {
+                device.enrol(&course, c)?;
+            }
+            println!("enrolled {} trainee(s)", cadre.len());
+        }
+        Command::Course {
+            command: CourseCommand::List(j),
+        } => {
+            let rows = device.list_courses()?;
+            if j.json {
+                print_json(&rows)?;
+            } else {
+                for c in rows {
+                    println!(
+                        "{}\t{}\t{} sessions\t{} trainees\t{}",
+                        c.id, c.unit, c.sessions, c.trainees, c.title
+                    );
+                }
+            }
+        }
+        Command::Mark {
+            course,
+            session,
+            cadre,
+            all,
+            status,
+            note,
+        } => {
+            if all {
+                let n = device.mark_all(&course, &session, status)?;
+                println!("saved {n} mark(s)");
+            } else if let Some(cadre) = cadre {
+                device.mark(&course, &session, &cadre, status, note)?;
+                println!("saved");
+            }
+        }
+        Command::Sync(j) => {
+            let mut t = transport(&device, None)?;
+            let quiet = j.json;
+            let mut progress = |p: &SyncProgress| {
+                if !quiet {
+                    eprint!(
+                        "\rsync: {} request(s), {} B up, {} B down, {} document(s) left   ",
+                        p.stats.requests, p.stats.bytes_up, p.stats.bytes_down, p.docs_left
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+            };
+            let result = device.sync(&mut t, &mut progress);
+            if !quiet {
+                eprintln!();
+            }
+            let stats = result?;
+            if j.json {
+                print_json(&stats)?;
+            } else {
+                println!(
+                    "synced: {} request(s), {} B up, {} B down, {} document(s) sent, {} received, {:.2} s",
+                    stats.requests,
+                    stats.bytes_up,
+                    stats.bytes_down,
+                    stats.docs_sent,
+                    stats.docs_received,
+                    stats.seconds
+                );
+            }
+            if !stats.refused.is_empty() {
+                for r in &stats.refused {
+                    eprintln!("refused by the server: {}: {}", r.doc, r.reason);
+                }
+                return Err(Error::Server(format!(
+                    "{} document(s) were refused; the data stays on this device (see `diemdanh status`)",
+                    stats.refused.len()
+                )));
+            }
+        }
+        Command::Show {
+            command: ShowCommand::Course { course_id, json },
+        } => {
+            let r = device.show_course(&course_id)?;
+            if json.json {
+                print_json(&r)?;
+            } else {
+                println!("{} ({}), unit {}", r.title, r.id, r.unit);
+                for (t, c) in r.trainees.iter().zip(&r.completion) {
+                    println!(
+                        "  {:<30} {}/{} {:.0}% {}",
+                        t.name.as_deref().unwrap_or(&t.id),
+                        c.attended,
+                        c.sessions,
+                        c.ratio * 100.0,
+                        if c.completed { "completed" } else { "below threshold" }
+                    );
+                }
+                if !r.conflicts.is_empty() {
+                    println!("{} conflict(s): run `diemdanh conflicts`", r.conflicts.len());
+                }
+            }
+        }
+        Command::Conflicts(j) => {
+            let rows = device.conflicts()?;
+            if j.json {
+                print_json(&rows)?;
+            } else {
+                for c in rows {
+                    println!(
+                        "course {} session {} cadre {}: {}",
+                        c.course,
+                        c.session,
+                        c.cadre,
+                        c.values.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(" / ")
+                    );
+                }
+            }
+        }
+        Command::Resolve {
+            course,
+            session,
+            cadre,
+            status,
+        } => {
+            device.resolve(&course, &session, &cadre, status)?;
+            println!("resolved");
+        }
+    }
+    Ok(())
+}

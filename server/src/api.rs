@@ -1,0 +1,253 @@
+//! The HTTP API: enrolment (JSON), sync (binary), health, and the web pages.
+//! One error type maps every failure to a status and a JSON body; details of a 5xx go
+//! to the log, never to the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sync_core::protocol::{self, DecodeError, EnrollRequest, EnrollResponse, ErrorBody, SyncRequest};
+use sync_core::units::UnitKey;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::store::{RedeemError, Store, StoreError};
+use crate::sync::{process, Peer};
+
+/// Largest sync body accepted: a batch is about 256 KiB before compression.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+pub type SharedStore = Arc<dyn Store>;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStore,
+}
+
+pub fn app(store: SharedStore) -> Router {
+    let state = AppState { store };
+    Router::new()
+        .route(protocol::ENROLL_PATH, post(enroll))
+        .route(protocol::SYNC_PATH, post(sync))
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::web::routes())
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(120),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request; try again later",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.code.to_string(),
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// 128 bits from the OS CSPRNG, as Crockford base32 in groups of five.
+pub fn new_code() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut bytes = [0u8; 17];
+    rand::rng().fill_bytes(&mut bytes);
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = String::new();
+    for b in bytes {
+        bits = (bits << 8) | u32::from(b);
+        nbits += 8;
+        while nbits >= 5 && out.len() < 26 {
+            nbits -= 5;
+            out.push(ALPHABET[((bits >> nbits) & 31) as usize] as char);
+        }
+    }
+    out.as_bytes()
+        .chunks(5)
+        .map(|c| String::from_utf8_lossy(c).to_string())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// How a code is compared: case, dashes and spaces do not matter.
+pub fn canonical_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request",
+        )
+    })?
+}
+
+async fn enroll(State(st): State<AppState>, body: Bytes) -> Result<Json<EnrollResponse>, ApiError> {
+    let req: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("the enrolment request is not valid JSON: {e}"),
+        )
+    })?;
+    if sync_core::model::check_id("device", &req.device_id).is_err() || req.device_id.len() > 40 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "device_id must be 1-40 letters, digits, - or _",
+        ));
+    }
+    if hex::decode(&req.actor)
+        .map(|a| a.is_empty() || a.len() > 32)
+        .unwrap_or(true)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "actor must be 1-32 bytes of hex",
+        ));
+    }
+    let mut token_bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut token_bytes);
+    let token = hex::encode(token_bytes);
+    let token_hash = hash_secret(&token);
+    let code_hash = hash_secret(&canonical_code(&req.code));
+    let store = st.store.clone();
+    let r = req.clone();
+    let outcome = blocking(move || {
+        Ok(store.redeem_enroll_code(&code_hash, &r.device_id, &r.actor, &r.app_version, &token_hash, now())?)
+    })
+    .await?;
+    match outcome {
+        Ok(unit) => {
+            tracing::info!(device = %req.device_id, unit = %unit, "device enrolled");
+            Ok(Json(EnrollResponse {
+                device_id: req.device_id,
+                unit,
+                token,
+            }))
+        }
+        Err(RedeemError::BadCode) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_code",
+            "the enrolment code is unknown, already used or expired; ask for a new one",
+        )),
+        Err(RedeemError::DeviceExists) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "device_exists",
+            "a device with this id or actor is already enrolled",
+        )),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let Some(token) = bearer(&headers) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no_token",
+            "a bearer token is required: enrol the device first",
+        ));
+    };
+    let token_hash = hash_secret(token);
+    let store = st.store.clone();
+    let bytes_up = body.len() as i64;
+    blocking(move || {
+        let Some(device) = store.device_by_token(&token_hash)? else {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "the token is not known to this server"));
+        };
+        if device.revoked_at.is_some() {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "device_revoked", "this device has been revoked by an administrator; its unsent data stays on the device"));
+        }
+        let req = SyncRequest::decode(&body).map_err(|e| match e {
+            DecodeError::Version(_) => ApiError::new(StatusCode::BAD_REQUEST, "unsupported_version", e.to_string()),
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        })?;
+        if req.device_id != device.id {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_device", "the request names another device than the token's"));
+        }
+        let unit: UnitKey = device.unit.parse().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "device unit unreadable"))?;
+        let actor = automerge::ActorId::from(hex::decode(&device.actor).unwrap_or_default());
+        let peer = Peer { device_id: device.id.clone(), unit, actor };
+        let mut response = None;
+        store.write(&mut |tx| {
+            response = Some(process(tx, &peer, &req)?);
+            Ok(())
+        })?;
+        let response = response.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no response"))?;
+        let refused = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Refused { .. })).count();
+        let out = response.encode();
+        store.record_contact(&device.id, now(), req.pending_changes as i64, &req.app_version, bytes_up, out.len() as i64)?;
+        tracing::info!(device = %device.id, docs_in = req.docs.len(), refused, updates = response.updates.len(), bytes_up, bytes_down = out.len(), "sync");
+        Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], out).into_response())
+    })
+    .await
+}

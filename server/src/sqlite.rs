@@ -1,0 +1,546 @@
+//! The embedded store: one SQLite file under `--data`, WAL mode so the admin commands
+//! (`report`, `enroll-code`, `device revoke`) can read and write while `serve` runs.
+//! One connection behind a mutex: SQLite has one writer anyway, and a province's
+//! load fits (see BENCHMARKS.md).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use automerge::{Automerge, Change};
+use rusqlite::{params, Connection, OptionalExtension};
+use sync_core::docs::{Contents, DocId};
+use sync_core::model::MarkStatus;
+use sync_core::report::{CourseRows, SessionRow, TraineeRow};
+
+use crate::store::{
+    CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
+};
+
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE devices (
+        id TEXT PRIMARY KEY, unit TEXT NOT NULL, actor TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE,
+        app_version TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER, last_sync_at INTEGER,
+        pending_reported INTEGER NOT NULL DEFAULT 0, bytes_up INTEGER NOT NULL DEFAULT 0, bytes_down INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE TABLE enroll_codes (
+        code_hash TEXT PRIMARY KEY, unit TEXT NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER, device_id TEXT
+     );
+     CREATE TABLE docs (
+        doc_id TEXT PRIMARY KEY, kind TEXT NOT NULL, unit TEXT NOT NULL, course_id TEXT,
+        snapshot BLOB NOT NULL, created_seq INTEGER NOT NULL, updated_seq INTEGER NOT NULL
+     );
+     CREATE INDEX docs_unit_seq ON docs(unit, updated_seq);
+     CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, hash BLOB NOT NULL, actor TEXT NOT NULL,
+        device_id TEXT NOT NULL, time INTEGER NOT NULL, received_at INTEGER NOT NULL, data BLOB NOT NULL,
+        UNIQUE (doc_id, hash)
+     );
+     CREATE INDEX changes_doc_seq ON changes(doc_id, seq);
+     CREATE TABLE refusals (
+        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, doc_id TEXT NOT NULL, reason TEXT NOT NULL,
+        at INTEGER NOT NULL, data BLOB NOT NULL
+     );
+     CREATE TABLE p_cadres (
+        id TEXT PRIMARY KEY, unit TEXT NOT NULL, name TEXT NOT NULL, gender TEXT NOT NULL, birth_year INTEGER NOT NULL,
+        ethnicity TEXT, category TEXT, position TEXT, qualification TEXT, theory_level TEXT, doc_id TEXT NOT NULL
+     );
+     CREATE INDEX p_cadres_doc ON p_cadres(doc_id);
+     CREATE TABLE p_courses (
+        id TEXT PRIMARY KEY, unit TEXT NOT NULL, title TEXT NOT NULL, min_ratio REAL NOT NULL,
+        excused_counts INTEGER NOT NULL, start_date TEXT, end_date TEXT, doc_id TEXT NOT NULL
+     );
+     CREATE TABLE p_sessions (
+        course_id TEXT NOT NULL, id TEXT NOT NULL, date TEXT NOT NULL, half_day TEXT, periods INTEGER, topic TEXT,
+        part INTEGER NOT NULL, PRIMARY KEY (course_id, id)
+     );
+     CREATE TABLE p_enrolments (course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, PRIMARY KEY (course_id, cadre_id));
+     CREATE TABLE p_marks (
+        course_id TEXT NOT NULL, session_id TEXT NOT NULL, cadre_id TEXT NOT NULL, status TEXT NOT NULL, note TEXT,
+        conflict TEXT, device_id TEXT NOT NULL, recorded_at INTEGER NOT NULL, doc_id TEXT NOT NULL,
+        PRIMARY KEY (course_id, session_id, cadre_id)
+     );
+     CREATE INDEX p_marks_doc ON p_marks(doc_id);",
+];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+impl SqliteStore {
+    pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
+        let mut conn = Connection::open(dir.join("diemdanh.sqlite"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (the transaction is
+        // rolled back on drop), so a poisoned lock is safe to take over.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        id: r.get(0)?,
+        unit: r.get(1)?,
+        actor: r.get(2)?,
+        app_version: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+        last_sync_at: r.get(6)?,
+        pending_reported: r.get(7)?,
+        bytes_up: r.get(8)?,
+        bytes_down: r.get(9)?,
+    })
+}
+
+const DEVICE_COLS: &str =
+    "id, unit, actor, app_version, created_at, revoked_at, last_sync_at, pending_reported, bytes_up, bytes_down";
+
+struct SqliteTx<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl DocTx for SqliteTx<'_> {
+    fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
+        let row: Option<(Vec<u8>, i64, i64)> = self
+            .tx
+            .query_row(
+                "SELECT snapshot, created_seq, updated_seq FROM docs WHERE doc_id = ?1",
+                [id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((snapshot, created_seq, updated_seq)) = row else {
+            return Ok(None);
+        };
+        let doc = Automerge::load(&snapshot)?;
+        Ok(Some(StoredDoc {
+            doc,
+            snapshot,
+            created_seq,
+            updated_seq,
+        }))
+    }
+
+    fn store(
+        &mut self,
+        id: &DocId,
+        doc: &Automerge,
+        new_changes: &[Change],
+        contents: &Contents,
+        device: &str,
+    ) -> StoreResult<()> {
+        let key = id.to_string();
+        let received = now();
+        let mut last_seq = None;
+        {
+            let mut stmt = self.tx.prepare_cached(
+                "INSERT OR IGNORE INTO changes (doc_id, hash, actor, device_id, time, received_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for c in new_changes {
+                if stmt.execute(params![
+                    key,
+                    c.hash().0.to_vec(),
+                    c.actor_id().to_hex_string(),
+                    device,
+                    c.timestamp(),
+                    received,
+                    c.raw_bytes()
+                ])? > 0
+                {
+                    last_seq = Some(self.tx.last_insert_rowid());
+                }
+            }
+        }
+        let Some(seq) = last_seq else { return Ok(()) };
+        self.tx.execute(
+            "INSERT INTO docs (doc_id, kind, unit, course_id, snapshot, created_seq, updated_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT(doc_id) DO UPDATE SET snapshot = excluded.snapshot, updated_seq = excluded.updated_seq",
+            params![key, id.kind.as_str(), id.unit.to_string(), id.course, doc.save(), seq],
+        )?;
+        project(&self.tx, id, contents)?;
+        Ok(())
+    }
+
+    fn refuse(&mut self, device: &str, doc: &str, reason: &str, data: &[u8]) -> StoreResult<()> {
+        self.tx.execute(
+            "INSERT INTO refusals (device_id, doc_id, reason, at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![device, doc, reason, now(), data],
+        )?;
+        Ok(())
+    }
+
+    fn changed_since(&mut self, units: &[String], cursor: i64) -> StoreResult<Vec<(String, i64, i64)>> {
+        let mut out = Vec::new();
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT doc_id, created_seq, updated_seq FROM docs WHERE unit = ?1 AND updated_seq > ?2")?;
+        for unit in units {
+            let rows = stmt.query_map(params![unit, cursor], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        out.sort_by_key(|(_, _, updated)| *updated);
+        Ok(out)
+    }
+
+    fn changes_since(&mut self, id: &str, cursor: i64) -> StoreResult<Vec<u8>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT data FROM changes WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")?;
+        let mut out = Vec::new();
+        for data in stmt.query_map(params![id, cursor], |r| r.get::<_, Vec<u8>>(0))? {
+            out.extend_from_slice(&data?);
+        }
+        Ok(out)
+    }
+
+    fn max_seq(&mut self) -> StoreResult<i64> {
+        Ok(self
+            .tx
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?)
+    }
+}
+
+/// Rewrites the projection rows of one document.
+fn project(tx: &rusqlite::Transaction<'_>, id: &DocId, contents: &Contents) -> StoreResult<()> {
+    let key = id.to_string();
+    match contents {
+        Contents::Roster(cadres) => {
+            tx.execute("DELETE FROM p_cadres WHERE doc_id = ?1", [&key])?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO p_cadres (id, unit, name, gender, birth_year, ethnicity, category, position, qualification, theory_level, doc_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for (cid, c) in cadres {
+                stmt.execute(params![
+                    cid,
+                    id.unit.to_string(),
+                    c.name,
+                    c.gender.as_str(),
+                    c.birth_year,
+                    c.ethnicity,
+                    c.category.map(|x| x.as_str()),
+                    c.position,
+                    c.qualification,
+                    c.theory_level.map(|x| x.as_str()),
+                    key
+                ])?;
+            }
+        }
+        Contents::Course(course) => {
+            let Some(cid) = &id.course else { return Ok(()) };
+            if let Some(m) = &course.meta {
+                tx.execute(
+                    "INSERT OR REPLACE INTO p_courses (id, unit, title, min_ratio, excused_counts, start_date, end_date, doc_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![cid, id.unit.to_string(), m.title, m.min_ratio, m.excused_counts, m.start_date, m.end_date, key],
+                )?;
+            }
+            tx.execute("DELETE FROM p_sessions WHERE course_id = ?1", [cid])?;
+            tx.execute("DELETE FROM p_enrolments WHERE course_id = ?1", [cid])?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO p_sessions (course_id, id, date, half_day, periods, topic, part) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (sid, s) in &course.sessions {
+                stmt.execute(params![
+                    cid,
+                    sid,
+                    s.date,
+                    s.half_day.map(|h| h.as_str()),
+                    s.periods,
+                    s.topic,
+                    s.part
+                ])?;
+            }
+            let mut stmt = tx.prepare_cached("INSERT INTO p_enrolments (course_id, cadre_id) VALUES (?1, ?2)")?;
+            for cadre in course.enrolments.keys() {
+                stmt.execute(params![cid, cadre])?;
+            }
+        }
+        Contents::Attendance(marks) => {
+            let Some(cid) = &id.course else { return Ok(()) };
+            tx.execute("DELETE FROM p_marks WHERE doc_id = ?1", [&key])?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO p_marks (course_id, session_id, cadre_id, status, note, conflict, device_id, recorded_at, doc_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for m in marks {
+                let Some(cur) = m.current() else { continue };
+                let conflict = m.conflict_statuses();
+                let conflict =
+                    (!conflict.is_empty()).then(|| conflict.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","));
+                stmt.execute(params![
+                    cid,
+                    m.session,
+                    m.cadre,
+                    cur.status.as_str(),
+                    cur.note,
+                    conflict,
+                    cur.device,
+                    cur.at,
+                    key
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn create_enroll_code(&self, unit: &str, code_hash: &str, expires_at: i64) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT INTO enroll_codes (code_hash, unit, expires_at) VALUES (?1, ?2, ?3)",
+            params![code_hash, unit, expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn redeem_enroll_code(
+        &self,
+        code_hash: &str,
+        device_id: &str,
+        actor: &str,
+        app_version: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Result<String, RedeemError>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let unit: Option<String> = tx
+            .query_row(
+                "SELECT unit FROM enroll_codes WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+                params![code_hash, now],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(unit) = unit else {
+            return Ok(Err(RedeemError::BadCode));
+        };
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM devices WHERE id = ?1 OR actor = ?2)",
+            params![device_id, actor],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Ok(Err(RedeemError::DeviceExists));
+        }
+        tx.execute(
+            "INSERT INTO devices (id, unit, actor, token_hash, app_version, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![device_id, unit, actor, token_hash, app_version, now],
+        )?;
+        tx.execute(
+            "UPDATE enroll_codes SET used_at = ?2, device_id = ?3 WHERE code_hash = ?1",
+            params![code_hash, now, device_id],
+        )?;
+        tx.commit()?;
+        Ok(Ok(unit))
+    }
+
+    fn device_by_token(&self, token_hash: &str) -> StoreResult<Option<DeviceRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {DEVICE_COLS} FROM devices WHERE token_hash = ?1"),
+                [token_hash],
+                device_row,
+            )
+            .optional()?)
+    }
+
+    fn revoke_device(&self, device_id: &str, now: i64) -> StoreResult<bool> {
+        let n = self.conn().execute(
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![device_id, now],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn devices(&self) -> StoreResult<Vec<DeviceRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY unit, id"))?;
+        let rows = stmt.query_map([], device_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn record_contact(
+        &self,
+        device_id: &str,
+        now: i64,
+        pending: i64,
+        app_version: &str,
+        bytes_up: i64,
+        bytes_down: i64,
+    ) -> StoreResult<()> {
+        self.conn().execute(
+            "UPDATE devices SET last_sync_at = ?2, pending_reported = ?3, app_version = ?4,
+               bytes_up = bytes_up + ?5, bytes_down = bytes_down + ?6 WHERE id = ?1",
+            params![device_id, now, pending, app_version, bytes_up, bytes_down],
+        )?;
+        Ok(())
+    }
+
+    fn write(&self, f: &mut dyn FnMut(&mut dyn DocTx) -> StoreResult<()>) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut t = SqliteTx { tx };
+        f(&mut t)?;
+        t.tx.commit()?;
+        Ok(())
+    }
+
+    fn course_rows(&self, course_id: &str) -> StoreResult<Option<CourseRows>> {
+        let conn = self.conn();
+        let head: Option<(String, String, f64, bool)> = conn
+            .query_row(
+                "SELECT unit, title, min_ratio, excused_counts FROM p_courses WHERE id = ?1",
+                [course_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((unit, title, min_ratio, excused_counts)) = head else {
+            return Ok(None);
+        };
+        let mut stmt =
+            conn.prepare_cached("SELECT id, date, half_day, periods, topic FROM p_sessions WHERE course_id = ?1")?;
+        let sessions = stmt
+            .query_map([course_id], |r| {
+                Ok(SessionRow {
+                    id: r.get(0)?,
+                    date: r.get(1)?,
+                    half_day: r.get(2)?,
+                    periods: r.get(3)?,
+                    topic: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT e.cadre_id, c.name FROM p_enrolments e LEFT JOIN p_cadres c ON c.id = e.cadre_id WHERE e.course_id = ?1",
+        )?;
+        let trainees = stmt
+            .query_map([course_id], |r| {
+                Ok(TraineeRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT session_id, cadre_id, status, note, conflict FROM p_marks WHERE course_id = ?1")?;
+        let marks = stmt
+            .query_map([course_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter_map(|(s, c, st, note, conflict)| {
+                let status: MarkStatus = st.parse().ok()?;
+                let values = conflict
+                    .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+                    .unwrap_or_default();
+                Some((s, c, status, note, values))
+            })
+            .collect();
+        Ok(Some(CourseRows {
+            id: course_id.to_string(),
+            unit,
+            title,
+            min_ratio,
+            excused_counts,
+            sessions,
+            trainees,
+            marks,
+        }))
+    }
+
+    fn courses(&self) -> StoreResult<Vec<CourseListRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.id, c.unit, c.title,
+               (SELECT COUNT(*) FROM p_sessions s WHERE s.course_id = c.id),
+               (SELECT COUNT(*) FROM p_enrolments e WHERE e.course_id = c.id),
+               (SELECT COUNT(*) FROM p_marks m WHERE m.course_id = c.id),
+               (SELECT COUNT(*) FROM p_marks m WHERE m.course_id = c.id AND m.conflict IS NOT NULL)
+             FROM p_courses c ORDER BY c.unit, c.title",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(CourseListRow {
+                    id: r.get(0)?,
+                    unit: r.get(1)?,
+                    title: r.get(2)?,
+                    sessions: r.get(3)?,
+                    trainees: r.get(4)?,
+                    marks: r.get(5)?,
+                    conflicts: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn refusals(&self) -> StoreResult<Vec<RefusalRow>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, device_id, doc_id, reason, at FROM refusals ORDER BY id DESC LIMIT 500")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RefusalRow {
+                    id: r.get(0)?,
+                    device_id: r.get(1)?,
+                    doc_id: r.get(2)?,
+                    reason: r.get(3)?,
+                    at: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn counts(&self) -> StoreResult<Vec<(String, i64)>> {
+        let conn = self.conn();
+        let mut out = Vec::new();
+        for (name, sql) in [
+            ("devices", "SELECT COUNT(*) FROM devices"),
+            ("cadres", "SELECT COUNT(*) FROM p_cadres"),
+            ("courses", "SELECT COUNT(*) FROM p_courses"),
+            ("marks", "SELECT COUNT(*) FROM p_marks"),
+            ("conflicts", "SELECT COUNT(*) FROM p_marks WHERE conflict IS NOT NULL"),
+            ("changes", "SELECT COUNT(*) FROM changes"),
+        ] {
+            out.push((name.to_string(), conn.query_row(sql, [], |r| r.get(0))?));
+        }
+        Ok(out)
+    }
+}

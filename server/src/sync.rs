@@ -1,0 +1,218 @@
+//! The server half of the sync protocol, written once against [`DocTx`] so every
+//! backend runs the same rules. Per pushed document: scope, actor, schema; all or
+//! nothing. Then the documents of the device's scope that changed since its cursor.
+//!
+//! No state is kept between requests: the device's cursor and heads travel with each
+//! request, so any node can serve any request and a restart forgets nothing.
+
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use sync_core::docs::{self, Contents, DocId, DocKind};
+use sync_core::protocol::{
+    hashes_from_wire, hashes_to_wire, DocPush, DocResult, DocUpdate, Outcome, SyncRequest, SyncResponse,
+};
+use sync_core::units::{UnitKey, UnitTree};
+
+use crate::store::{DocTx, StoreResult};
+
+/// Bytes of document data per response before the rest is left for the next request.
+pub const RESPONSE_BUDGET: usize = 512 * 1024;
+
+/// Who is syncing, as authenticated.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub device_id: String,
+    pub unit: UnitKey,
+    pub actor: ActorId,
+}
+
+struct Refusal {
+    reason: String,
+    keys: Vec<String>,
+}
+
+impl Refusal {
+    fn whole(reason: impl Into<String>) -> Self {
+        Refusal {
+            reason: reason.into(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// The units whose documents a device of `unit` may read and write.
+pub fn scope_units(unit: &UnitKey) -> Vec<String> {
+    UnitTree::reference()
+        .subtree(unit)
+        .iter()
+        .map(|u| u.to_string())
+        .collect()
+}
+
+pub fn process(tx: &mut dyn DocTx, peer: &Peer, req: &SyncRequest) -> StoreResult<SyncResponse> {
+    let mut results = Vec::with_capacity(req.docs.len());
+    // Course documents first: marks are checked against the course as it stands after
+    // this same request.
+    let mut order: Vec<&DocPush> = req.docs.iter().collect();
+    order.sort_by_key(|p| p.doc.parse::<DocId>().map(|d| d.kind).unwrap_or(DocKind::Attendance));
+    let mut sent: Vec<String> = Vec::new();
+    for push in order {
+        sent.push(push.doc.clone());
+        match accept(tx, peer, push)? {
+            Ok(r) => results.push(r),
+            Err(refusal) => {
+                tx.refuse(&peer.device_id, &push.doc, &refusal.reason, &push.data)?;
+                // Send the server's state back so the device can rebuild, if in scope.
+                let (heads, data) = match push.doc.parse::<DocId>() {
+                    Ok(id) if in_scope(peer, &id) => match tx.load(&id)? {
+                        Some(stored) => (stored.doc.get_heads(), stored.snapshot),
+                        None => (Vec::new(), Vec::new()),
+                    },
+                    _ => (Vec::new(), Vec::new()),
+                };
+                results.push(DocResult {
+                    doc: push.doc.clone(),
+                    outcome: Outcome::Refused {
+                        reason: refusal.reason,
+                        keys: refusal.keys,
+                    },
+                    heads: hashes_to_wire(&heads),
+                    data,
+                });
+            }
+        }
+    }
+
+    // Everything in scope that changed since the cursor, oldest first, within budget.
+    let cursor = req.cursor as i64;
+    let mut updates = Vec::new();
+    let mut budget = RESPONSE_BUDGET;
+    let mut new_cursor = cursor;
+    let mut more = false;
+    for (doc, created, updated) in tx.changed_since(&scope_units(&peer.unit), cursor)? {
+        if sent.contains(&doc) {
+            new_cursor = new_cursor.max(updated);
+            continue;
+        }
+        let Ok(id) = doc.parse::<DocId>() else { continue };
+        let Some(stored) = tx.load(&id)? else { continue };
+        // A document the device has never had comes whole (compact); one it has comes
+        // as the changes logged after its cursor.
+        let data = if created > cursor {
+            stored.snapshot
+        } else {
+            tx.changes_since(&doc, cursor)?
+        };
+        if !updates.is_empty() && data.len() > budget {
+            more = true;
+            break;
+        }
+        budget = budget.saturating_sub(data.len());
+        updates.push(DocUpdate {
+            doc,
+            heads: hashes_to_wire(&stored.doc.get_heads()),
+            data,
+        });
+        new_cursor = new_cursor.max(updated);
+    }
+    if !more {
+        // Nothing in scope is newer: jump to the global sequence so the next request
+        // starts from here.
+        new_cursor = new_cursor.max(tx.max_seq()?);
+    }
+    Ok(SyncResponse {
+        results,
+        updates,
+        cursor: new_cursor.max(0) as u64,
+        more,
+    })
+}
+
+fn in_scope(peer: &Peer, id: &DocId) -> bool {
+    UnitTree::reference().is_within(&id.unit, &peer.unit)
+}
+
+/// Applies one pushed document if every rule holds; the outer `Result` is the store's.
+fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result<DocResult, Refusal>> {
+    let id: DocId = match push.doc.parse() {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(Refusal::whole(e.to_string()))),
+    };
+    if !in_scope(peer, &id) {
+        return Ok(Err(Refusal::whole(format!(
+            "document {id} is outside this device's unit {}",
+            peer.unit
+        ))));
+    }
+    let stored = tx.load(&id)?;
+    let server_heads = stored.as_ref().map(|s| s.doc.get_heads()).unwrap_or_default();
+    let mut candidate = match &stored {
+        Some(s) => s.doc.clone(),
+        None => Automerge::new(),
+    };
+    if candidate.load_incremental(&push.data).is_err() {
+        return Ok(Err(Refusal::whole("the document data does not decode")));
+    }
+    if !candidate.get_missing_deps(&[]).is_empty() {
+        return Ok(Err(Refusal::whole(
+            "the changes depend on changes the server does not have",
+        )));
+    }
+    let new_changes = candidate.get_changes(&server_heads);
+    if let Some(foreign) = new_changes.iter().find(|c| c.actor_id() != &peer.actor) {
+        return Ok(Err(Refusal::whole(format!(
+            "change {} was made by actor {} which is not this device's",
+            foreign.hash(),
+            foreign.actor_id()
+        ))));
+    }
+    let course = match id.kind {
+        DocKind::Attendance => {
+            let Some(course_id) = id.course_doc() else {
+                return Ok(Err(Refusal::whole("no course")));
+            };
+            let Some(course) = tx.load(&course_id)? else {
+                return Ok(Err(Refusal::whole(format!(
+                    "course {} does not exist on the server",
+                    course_id
+                ))));
+            };
+            match docs::read_course(&course_id, &course.doc) {
+                Ok(c) => Some(c),
+                Err(e) => return Ok(Err(Refusal::whole(e.reason))),
+            }
+        }
+        _ => None,
+    };
+    let contents: Contents = match docs::read(&id, &candidate, course.as_ref()) {
+        Ok(c) => c,
+        Err(v) => {
+            return Ok(Err(Refusal {
+                reason: v.reason,
+                keys: v.keys,
+            }))
+        }
+    };
+    if !new_changes.is_empty() {
+        tx.store(&id, &candidate, &new_changes, &contents, &peer.device_id)?;
+    }
+    let device_heads: Vec<ChangeHash> = hashes_from_wire(&push.heads);
+    let known: Vec<ChangeHash> = device_heads
+        .into_iter()
+        .filter(|h| candidate.get_change_by_hash(h).is_some())
+        .collect();
+    let data = if known.is_empty() && stored.is_some() {
+        candidate.save()
+    } else {
+        let mut out = Vec::new();
+        for c in candidate.get_changes(&known) {
+            out.extend_from_slice(c.raw_bytes());
+        }
+        out
+    };
+    Ok(Ok(DocResult {
+        doc: push.doc.clone(),
+        outcome: Outcome::Accepted,
+        heads: hashes_to_wire(&candidate.get_heads()),
+        data,
+    }))
+}

@@ -1,0 +1,1128 @@
+//! A device: the local store plus the operations of a class officer, and the device
+//! half of the sync protocol. Every recording operation is one SQLite transaction
+//! (automerge commit, chunk, query rows) committed with `synchronous=FULL` before it
+//! returns, so "saved" means on disk.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc, ROOT};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+use crate::docs::{self, Contents, DocId, DocKind};
+use crate::error::{Error, Result};
+use crate::model::{check_date, check_id, new_id, Cadre, CourseMeta, Enrolment, HalfDay, Mark, MarkStatus, Session};
+use crate::protocol::{
+    self, error_from_reply, hashes_from_wire, hashes_to_wire, DocPush, EnrollRequest, EnrollResponse, Outcome,
+    SyncRequest, SyncResponse, Transport,
+};
+use crate::report::{CourseReport, CourseRows, SessionRow, TraineeRow};
+use crate::store::{self, heads_from_blob, heads_to_blob};
+use crate::units::{UnitKey, UnitTree};
+
+pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Raw bytes of document data per sync request before a new request is started: on
+/// EDGE (about 25 KB/s up) a full batch uploads in about 10 s.
+pub const BATCH_BYTES: usize = 256 * 1024;
+/// A sync that needs more exchanges than this stops and says so (bounded loop).
+pub const MAX_ROUNDS: usize = 10_000;
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A session to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    pub date: String,
+    pub half_day: Option<HalfDay>,
+    pub periods: Option<u16>,
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreatedSession {
+    pub id: String,
+    pub date: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreatedCourse {
+    pub id: String,
+    pub sessions: Vec<CreatedSession>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConflictEntry {
+    pub course: String,
+    pub session: String,
+    pub cadre: String,
+    pub values: Vec<MarkStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RefusedEntry {
+    pub doc: String,
+    pub reason: String,
+    pub keys: Vec<String>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub device_id: String,
+    pub unit: Option<String>,
+    pub server: Option<String>,
+    pub pending_changes: u64,
+    pub last_sync: Option<String>,
+    pub refused: Vec<RefusedEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CourseSummary {
+    pub id: String,
+    pub unit: String,
+    pub title: String,
+    pub sessions: u32,
+    pub trainees: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CadreRow {
+    pub id: String,
+    pub unit: String,
+    pub name: String,
+    pub gender: String,
+    pub birth_year: u16,
+}
+
+/// What one sync moved.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncStats {
+    pub requests: u32,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub docs_sent: u32,
+    pub docs_received: u32,
+    pub changes_sent: u64,
+    pub refused: Vec<RefusedEntry>,
+    pub seconds: f64,
+}
+
+/// Reported after every exchange of a sync.
+#[derive(Debug, Clone, Default)]
+pub struct SyncProgress {
+    pub round: usize,
+    pub stats: SyncStats,
+    pub docs_left: u64,
+}
+
+pub struct Device {
+    conn: Connection,
+    home: PathBuf,
+    device_id: String,
+    actor: ActorId,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("home", &self.home)
+            .field("device_id", &self.device_id)
+            .finish()
+    }
+}
+
+impl Device {
+    /// Opens (creating on first use) the device store in `home`. The first open makes
+    /// the device's id and its automerge actor: one actor per install, never copied.
+    pub fn open(home: &Path) -> Result<Device> {
+        std::fs::create_dir_all(home)
+            .map_err(|e| Error::invalid(format!("cannot create home folder {}: {e}", home.display())))?;
+        let mut conn = store::open_connection(&home.join("device.sqlite"))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let device_id = match store::get_meta(&tx, "device_id")? {
+            Some(id) => id,
+            None => {
+                let id = new_id();
+                store::set_meta(&tx, "device_id", &id)?;
+                store::set_meta(&tx, "actor", &ActorId::random().to_hex_string())?;
+                store::set_meta(&tx, "cursor", "0")?;
+                id
+            }
+        };
+        let actor_hex = store::get_meta(&tx, "actor")?.ok_or_else(|| Error::NotFound("actor".into()))?;
+        tx.commit()?;
+        let actor = ActorId::from(hex::decode(actor_hex).map_err(|_| Error::NotFound("actor".into()))?);
+        Ok(Device {
+            conn,
+            home: home.to_path_buf(),
+            device_id,
+            actor,
+        })
+    }
+
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        store::get_meta(&self.conn, key)
+    }
+
+    /// The unit this device is enrolled for.
+    pub fn unit(&self) -> Result<UnitKey> {
+        let unit = self.meta("unit")?.ok_or(Error::NotEnrolled)?;
+        Ok(unit.parse()?)
+    }
+
+    fn check_scope(&self, unit: &UnitKey) -> Result<()> {
+        let mine = self.unit()?;
+        if !UnitTree::reference().is_within(unit, &mine) {
+            return Err(Error::invalid(format!(
+                "unit {unit} is outside this device's unit {mine}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Trades a one-time code for this device's credentials.
+    pub fn enroll(&mut self, transport: &mut dyn Transport, server: &str, code: &str) -> Result<EnrollResponse> {
+        if self.meta("token")?.is_some() {
+            return Err(Error::AlreadyEnrolled(self.device_id.clone()));
+        }
+        let req = EnrollRequest {
+            code: code.trim().to_string(),
+            device_id: self.device_id.clone(),
+            actor: self.actor.to_hex_string(),
+            app_version: APP_VERSION.to_string(),
+        };
+        let body = serde_json::to_vec(&req).map_err(|e| Error::Wire(e.to_string()))?;
+        let reply = transport
+            .post(protocol::ENROLL_PATH, "application/json", None, body)
+            .map_err(Error::Offline)?;
+        if reply.status != 200 {
+            return Err(error_from_reply(&reply));
+        }
+        let resp: EnrollResponse = serde_json::from_slice(&reply.body).map_err(|e| Error::Wire(e.to_string()))?;
+        let unit: UnitKey = resp.unit.parse()?;
+        let tx = self.conn.transaction()?;
+        store::set_meta(&tx, "token", &resp.token)?;
+        store::set_meta(&tx, "unit", &unit.to_string())?;
+        store::set_meta(&tx, "server", server)?;
+        tx.commit()?;
+        Ok(resp)
+    }
+
+    pub fn server_url(&self) -> Result<String> {
+        self.meta("server")?.ok_or(Error::NotEnrolled)
+    }
+
+    /// Loads `id`, lets `edit` write into one automerge transaction, commits it with a
+    /// time and a message, stores the change and lets `project` update the query rows,
+    /// all in one SQLite transaction.
+    fn commit_doc<T>(
+        &mut self,
+        id: &DocId,
+        message: &str,
+        edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<T>,
+        project: impl FnOnce(&Transaction<'_>, &Automerge) -> Result<()>,
+    ) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut doc = store::load_doc(&tx, id)?.unwrap_or_default();
+        doc.set_actor(self.actor.clone());
+        let before = doc.get_heads();
+        let mut atx = doc.transaction();
+        let out = match edit(&mut atx) {
+            Ok(out) => out,
+            Err(e) => {
+                atx.rollback();
+                return Err(e);
+            }
+        };
+        atx.commit_with(CommitOptions::default().with_message(message).with_time(now_millis()));
+        let bytes = doc.save_after(&before);
+        store::append_chunk(&tx, id, &doc, &bytes)?;
+        tx.execute(
+            "UPDATE docs SET dirty = 1, pending = pending + 1 WHERE doc_id = ?1",
+            [id.to_string()],
+        )?;
+        project(&tx, &doc)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn add_cadre(&mut self, unit: &str, cadre: Cadre) -> Result<String> {
+        let unit = UnitTree::reference().resolve(unit)?.key.clone();
+        self.check_scope(&unit)?;
+        let mut cadre = cadre;
+        cadre.name = crate::text::normalize_name(&cadre.name);
+        cadre.check()?;
+        let id = new_id();
+        let doc_id = DocId::roster(&unit);
+        let value = docs::encode(&cadre);
+        self.commit_doc(
+            &doc_id,
+            "add cadre",
+            |t| Ok(t.put(ROOT, docs::cadre_key(&id), value)?),
+            |tx, doc| project_doc(tx, &doc_id, doc),
+        )?;
+        Ok(id)
+    }
+
+    pub fn create_course(&mut self, unit: &str, meta: CourseMeta, sessions: Vec<NewSession>) -> Result<CreatedCourse> {
+        let unit = UnitTree::reference().resolve(unit)?.key.clone();
+        self.check_scope(&unit)?;
+        let mut meta = meta;
+        for s in &sessions {
+            check_date(&s.date)?;
+        }
+        if meta.start_date.is_none() {
+            meta.start_date = sessions.iter().map(|s| s.date.clone()).min();
+        }
+        if meta.end_date.is_none() {
+            meta.end_date = sessions.iter().map(|s| s.date.clone()).max();
+        }
+        meta.check()?;
+        let id = new_id();
+        let doc_id = DocId::course(&unit, &id);
+        let mut course = docs::CourseDoc {
+            meta: Some(meta.clone()),
+            ..Default::default()
+        };
+        let mut created = Vec::new();
+        let mut entries = Vec::new();
+        for s in sessions {
+            let session = Session {
+                date: s.date,
+                half_day: s.half_day,
+                periods: s.periods,
+                topic: s.topic,
+                part: docs::part_for_new_session(&course),
+            };
+            session.check()?;
+            let sid = new_id();
+            created.push(CreatedSession {
+                id: sid.clone(),
+                date: session.date.clone(),
+            });
+            entries.push((docs::session_key(&sid), docs::encode(&session)));
+            course.sessions.insert(sid, session);
+        }
+        let meta_value = docs::encode(&meta);
+        self.commit_doc(
+            &doc_id,
+            "create course",
+            |t| {
+                t.put(ROOT, docs::META_KEY, meta_value)?;
+                for (k, v) in entries {
+                    t.put(ROOT, k, v)?;
+                }
+                Ok(())
+            },
+            |tx, doc| project_doc(tx, &doc_id, doc),
+        )?;
+        Ok(CreatedCourse { id, sessions: created })
+    }
+
+    /// The course document id and its contents, from the local store.
+    fn course(&self, course: &str) -> Result<(DocId, docs::CourseDoc)> {
+        check_id("course", course)?;
+        let doc_key: String = self
+            .conn
+            .query_row("SELECT doc_id FROM q_courses WHERE id = ?1", [course], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("course {course}")))?;
+        let id: DocId = doc_key.parse()?;
+        let doc = store::load_doc(&self.conn, &id)?.ok_or_else(|| Error::NotFound(format!("course {course}")))?;
+        let contents = docs::read_course(&id, &doc).map_err(|e| Error::invalid(e.reason))?;
+        Ok((id, contents))
+    }
+
+    pub fn add_session(&mut self, course: &str, s: NewSession) -> Result<CreatedSession> {
+        let (doc_id, contents) = self.course(course)?;
+        self.check_scope(&doc_id.unit)?;
+        let session = Session {
+            date: s.date,
+            half_day: s.half_day,
+            periods: s.periods,
+            topic: s.topic,
+            part: docs::part_for_new_session(&contents),
+        };
+        session.check()?;
+        let sid = new_id();
+        let value = docs::encode(&session);
+        let key = docs::session_key(&sid);
+        self.commit_doc(
+            &doc_id,
+            "add session",
+            |t| Ok(t.put(ROOT, key, value)?),
+            |tx, doc| project_doc(tx, &doc_id, doc),
+        )?;
+        Ok(CreatedSession {
+            id: sid,
+            date: session.date,
+        })
+    }
+
+    pub fn enrol(&mut self, course: &str, cadre: &str) -> Result<()> {
+        check_id("cadre", cadre)?;
+        let (doc_id, contents) = self.course(course)?;
+        self.check_scope(&doc_id.unit)?;
+        let known: bool = self
+            .conn
+            .query_row("SELECT EXISTS(SELECT 1 FROM q_cadres WHERE id = ?1)", [cadre], |r| {
+                r.get(0)
+            })?;
+        if !known {
+            return Err(Error::NotFound(format!(
+                "cadre {cadre} on any roster this device holds"
+            )));
+        }
+        if contents.enrolments.contains_key(cadre) {
+            return Ok(());
+        }
+        let value = docs::encode(&Enrolment { at: now_secs() });
+        let key = docs::enrolment_key(cadre);
+        self.commit_doc(
+            &doc_id,
+            "enrol",
+            |t| Ok(t.put(ROOT, key, value)?),
+            |tx, doc| project_doc(tx, &doc_id, doc),
+        )
+    }
+
+    /// Finds a session by id, or by date when the course has exactly one session that day.
+    pub fn resolve_session(&self, course: &str, session: &str) -> Result<(String, u32)> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, part FROM q_sessions WHERE course_id = ?1 AND (id = ?2 OR date = ?2)")?;
+        let found: Vec<(String, u32)> = stmt
+            .query_map(params![course, session], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if let Some(exact) = found.iter().find(|(id, _)| id == session) {
+            return Ok(exact.clone());
+        }
+        match found.len() {
+            1 => Ok(found[0].clone()),
+            0 => Err(Error::NotFound(format!("session {session} in course {course}"))),
+            n => Err(Error::invalid(format!(
+                "course {course} has {n} sessions on {session}: give the session id"
+            ))),
+        }
+    }
+
+    fn course_unit(&self, course: &str) -> Result<UnitKey> {
+        check_id("course", course)?;
+        let unit: String = self
+            .conn
+            .query_row("SELECT unit FROM q_courses WHERE id = ?1", [course], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("course {course}")))?;
+        Ok(unit.parse()?)
+    }
+
+    fn enrolled(&self, course: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT cadre_id FROM q_enrolments WHERE course_id = ?1 ORDER BY cadre_id")?;
+        let rows = stmt.query_map([course], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records one mark. The same rules the server applies are checked first, so in
+    /// normal use the device never commits a change the server would refuse.
+    pub fn mark(
+        &mut self,
+        course: &str,
+        session: &str,
+        cadre: &str,
+        status: MarkStatus,
+        note: Option<String>,
+    ) -> Result<()> {
+        check_id("cadre", cadre)?;
+        let unit = self.course_unit(course)?;
+        self.check_scope(&unit)?;
+        let (sid, part) = self.resolve_session(course, session)?;
+        if !self.enrolled(course)?.iter().any(|c| c == cadre) {
+            return Err(Error::invalid(format!(
+                "trainee {cadre} is not enrolled in course {course}"
+            )));
+        }
+        let mark = Mark {
+            status,
+            note: note.filter(|n| !n.trim().is_empty()),
+            periods: None,
+            device: self.device_id.clone(),
+            at: now_secs(),
+        };
+        mark.check()?;
+        self.write_marks(&unit, course, part, &sid, vec![(cadre.to_string(), mark)], "mark")
+    }
+
+    /// Marks every enrolled trainee: the usual start of a roll call. Returns how many.
+    pub fn mark_all(&mut self, course: &str, session: &str, status: MarkStatus) -> Result<usize> {
+        let unit = self.course_unit(course)?;
+        self.check_scope(&unit)?;
+        let (sid, part) = self.resolve_session(course, session)?;
+        let at = now_secs();
+        let marks: Vec<(String, Mark)> = self
+            .enrolled(course)?
+            .into_iter()
+            .map(|c| {
+                (
+                    c,
+                    Mark {
+                        status,
+                        note: None,
+                        periods: None,
+                        device: self.device_id.clone(),
+                        at,
+                    },
+                )
+            })
+            .collect();
+        let n = marks.len();
+        if n > 0 {
+            self.write_marks(&unit, course, part, &sid, marks, "mark all")?;
+        }
+        Ok(n)
+    }
+
+    fn write_marks(
+        &mut self,
+        unit: &UnitKey,
+        course: &str,
+        part: u32,
+        session: &str,
+        marks: Vec<(String, Mark)>,
+        message: &str,
+    ) -> Result<()> {
+        let doc_id = DocId::attendance(unit, course, part);
+        let keys: Vec<(String, String, String)> = marks
+            .iter()
+            .map(|(c, m)| (c.clone(), docs::mark_key(session, c), docs::encode(m)))
+            .collect();
+        let course = course.to_string();
+        let session = session.to_string();
+        self.commit_doc(
+            &doc_id,
+            message,
+            |t| {
+                for (_, key, value) in &keys {
+                    t.put(ROOT, key.as_str(), value.as_str())?;
+                }
+                Ok(())
+            },
+            |tx, _doc| {
+                // A local write supersedes every value this device has seen for the key,
+                // so the row's conflict is resolved here; no need to re-read the document.
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO q_marks (course_id, session_id, cadre_id, status, note, conflict, doc_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)
+                     ON CONFLICT(course_id, session_id, cadre_id) DO UPDATE SET
+                       status = excluded.status, note = excluded.note, conflict = NULL, doc_id = excluded.doc_id",
+                )?;
+                for (cadre, mark) in &marks {
+                    stmt.execute(params![
+                        course,
+                        session,
+                        cadre,
+                        mark.status.as_str(),
+                        mark.note,
+                        doc_id.to_string()
+                    ])?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Resolves a conflict by writing a new value that supersedes every concurrent one.
+    pub fn resolve(&mut self, course: &str, session: &str, cadre: &str, status: MarkStatus) -> Result<()> {
+        self.mark(course, session, cadre, status, None)
+    }
+
+    /// Writes a raw value with no checks. For fault-injection tests only: it lets a
+    /// test make a change the server must refuse.
+    #[doc(hidden)]
+    pub fn write_unchecked(&mut self, doc: &DocId, key: &str, value: &str) -> Result<()> {
+        let id = doc.clone();
+        self.commit_doc(
+            &id,
+            "unchecked",
+            |t| Ok(t.put(ROOT, key, value)?),
+            |tx, doc| project_doc_lenient(tx, &id, doc),
+        )
+    }
+
+    pub fn show_course(&self, course: &str) -> Result<CourseReport> {
+        check_id("course", course)?;
+        let (unit, title, min_ratio, excused): (String, String, f64, bool) = self
+            .conn
+            .query_row(
+                "SELECT unit, title, min_ratio, excused_counts FROM q_courses WHERE id = ?1",
+                [course],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("course {course}")))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, date, half_day, periods, topic FROM q_sessions WHERE course_id = ?1")?;
+        let sessions = stmt
+            .query_map([course], |r| {
+                Ok(SessionRow {
+                    id: r.get(0)?,
+                    date: r.get(1)?,
+                    half_day: r.get(2)?,
+                    periods: r.get(3)?,
+                    topic: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.cadre_id, c.name FROM q_enrolments e LEFT JOIN q_cadres c ON c.id = e.cadre_id WHERE e.course_id = ?1",
+        )?;
+        let trainees = stmt
+            .query_map([course], |r| {
+                Ok(TraineeRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT session_id, cadre_id, status, note, conflict FROM q_marks WHERE course_id = ?1")?;
+        let marks = stmt
+            .query_map([course], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter_map(|(s, c, st, note, conflict)| {
+                let status = st.parse().ok()?;
+                Some((s, c, status, note, parse_statuses(conflict.as_deref())))
+            })
+            .collect();
+        Ok(CourseReport::assemble(CourseRows {
+            id: course.to_string(),
+            unit,
+            title,
+            min_ratio,
+            excused_counts: excused,
+            sessions,
+            trainees,
+            marks,
+        }))
+    }
+
+    pub fn list_courses(&self) -> Result<Vec<CourseSummary>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.id, c.unit, c.title,
+               (SELECT COUNT(*) FROM q_sessions s WHERE s.course_id = c.id),
+               (SELECT COUNT(*) FROM q_enrolments e WHERE e.course_id = c.id)
+             FROM q_courses c ORDER BY c.title, c.id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(CourseSummary {
+                    id: r.get(0)?,
+                    unit: r.get(1)?,
+                    title: r.get(2)?,
+                    sessions: r.get(3)?,
+                    trainees: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn list_cadres(&self, unit: Option<&str>) -> Result<Vec<CadreRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, unit, name, gender, birth_year FROM q_cadres WHERE (?1 IS NULL OR unit = ?1) ORDER BY name, id",
+        )?;
+        let rows = stmt
+            .query_map([unit], |r| {
+                Ok(CadreRow {
+                    id: r.get(0)?,
+                    unit: r.get(1)?,
+                    name: r.get(2)?,
+                    gender: r.get(3)?,
+                    birth_year: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn conflicts(&self) -> Result<Vec<ConflictEntry>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT course_id, session_id, cadre_id, conflict FROM q_marks WHERE conflict IS NOT NULL ORDER BY course_id, session_id, cadre_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ConflictEntry {
+                    course: r.get(0)?,
+                    session: r.get(1)?,
+                    cadre: r.get(2)?,
+                    values: parse_statuses(r.get::<_, Option<String>>(3)?.as_deref()),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn refused(&self) -> Result<Vec<RefusedEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT doc_id, reason, keys, at FROM refused ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| {
+                let keys: String = r.get(2)?;
+                Ok(RefusedEntry {
+                    doc: r.get(0)?,
+                    reason: r.get(1)?,
+                    keys: keys.split(' ').filter(|k| !k.is_empty()).map(str::to_string).collect(),
+                    at: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        let pending: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(SUM(pending), 0) FROM docs", [], |r| r.get(0))?;
+        Ok(Status {
+            device_id: self.device_id.clone(),
+            unit: self.meta("unit")?,
+            server: self.meta("server")?,
+            pending_changes: pending.max(0) as u64,
+            last_sync: self.meta("last_sync")?,
+            refused: self.refused()?,
+        })
+    }
+
+    /// Pending changes: local changes the server has not acknowledged.
+    pub fn pending_changes(&self) -> Result<u64> {
+        Ok(self.status()?.pending_changes)
+    }
+
+    /// Exchanges everything with the server: pushes every document with local changes
+    /// in batches of about [`BATCH_BYTES`], pulls what changed since the cursor, and
+    /// repeats until both sides are even. Each exchange is committed locally before the
+    /// next starts, so a cut loses at most the exchange in flight.
+    pub fn sync(
+        &mut self,
+        transport: &mut dyn Transport,
+        progress: &mut dyn FnMut(&SyncProgress),
+    ) -> Result<SyncStats> {
+        let started = Instant::now();
+        let token = self.meta("token")?.ok_or(Error::NotEnrolled)?;
+        let mut stats = SyncStats::default();
+        let mut refused_now: HashSet<String> = HashSet::new();
+        let result = (|| {
+            for round in 0..MAX_ROUNDS {
+                let cursor: u64 = self.meta("cursor")?.and_then(|c| c.parse().ok()).unwrap_or(0);
+                let pushes = self.collect_pushes(&refused_now)?;
+                let req = SyncRequest {
+                    device_id: self.device_id.clone(),
+                    cursor,
+                    docs: pushes.iter().map(|(p, _)| p.clone()).collect(),
+                    pending_changes: self.pending_changes()?,
+                    app_version: APP_VERSION.to_string(),
+                    batch_id: new_id(),
+                };
+                let body = req.encode();
+                stats.requests += 1;
+                stats.bytes_up += body.len() as u64;
+                stats.changes_sent += pushes.iter().map(|(_, n)| *n as u64).sum::<u64>();
+                let reply = transport
+                    .post(protocol::SYNC_PATH, protocol::CONTENT_TYPE, Some(&token), body)
+                    .map_err(Error::Offline)?;
+                stats.bytes_down += reply.body.len() as u64;
+                if reply.status != 200 {
+                    return Err(error_from_reply(&reply));
+                }
+                let resp = SyncResponse::decode(&reply.body).map_err(|e| Error::Wire(e.to_string()))?;
+                let more = resp.more;
+                self.apply_response(&req, resp, &mut stats, &mut refused_now)?;
+                let left = self.dirty_docs(&refused_now)?.len() as u64;
+                progress(&SyncProgress {
+                    round,
+                    stats: stats.clone(),
+                    docs_left: left,
+                });
+                if !more && left == 0 {
+                    return Ok(());
+                }
+            }
+            Err(Error::TooManyRounds(MAX_ROUNDS))
+        })();
+        stats.seconds = started.elapsed().as_secs_f64();
+        let ok = result.is_ok();
+        self.conn.execute(
+            "INSERT INTO sync_log (at, ok, requests, bytes_up, bytes_down, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                now_secs(),
+                ok,
+                stats.requests,
+                stats.bytes_up as i64,
+                stats.bytes_down as i64,
+                result.as_ref().err().map(|e| e.to_string())
+            ],
+        )?;
+        result?;
+        store::set_meta(&self.conn, "last_sync", &format_time(now_secs()))?;
+        Ok(stats)
+    }
+
+    fn dirty_docs(&self, skip: &HashSet<String>) -> Result<Vec<(String, Vec<u8>)>> {
+        // Course documents before their attendance documents: the server checks marks
+        // against the course as it stands after the same request.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT doc_id, server_heads FROM docs WHERE dirty = 1
+             ORDER BY CASE kind WHEN 'roster' THEN 0 WHEN 'course' THEN 1 ELSE 2 END, doc_id",
+        )?;
+        let rows: Vec<(String, Vec<u8>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows.into_iter().filter(|(d, _)| !skip.contains(d)).collect())
+    }
+
+    /// The documents to push in the next request, up to [`BATCH_BYTES`] of data.
+    fn collect_pushes(&mut self, skip: &HashSet<String>) -> Result<Vec<(DocPush, usize)>> {
+        let mut out = Vec::new();
+        let mut size = 0usize;
+        for (key, server_heads) in self.dirty_docs(skip)? {
+            let id: DocId = key.parse()?;
+            let Some(doc) = store::load_doc(&self.conn, &id)? else {
+                continue;
+            };
+            let base = heads_from_blob(&server_heads);
+            let heads = doc.get_heads();
+            if sorted(&heads) == sorted(&base) {
+                self.conn
+                    .execute("UPDATE docs SET dirty = 0, pending = 0 WHERE doc_id = ?1", [&key])?;
+                continue;
+            }
+            let knows_base = base.iter().all(|h| doc.get_change_by_hash(h).is_some());
+            let (base, data, n) = if base.is_empty() || !knows_base {
+                (Vec::new(), doc.save(), doc.get_changes(&[]).len())
+            } else {
+                let changes = doc.get_changes(&base);
+                let mut data = Vec::new();
+                for c in &changes {
+                    data.extend_from_slice(c.raw_bytes());
+                }
+                (base, data, changes.len())
+            };
+            if !out.is_empty() && size + data.len() > BATCH_BYTES {
+                break;
+            }
+            size += data.len();
+            out.push((
+                DocPush {
+                    doc: key,
+                    base: hashes_to_wire(&base),
+                    heads: hashes_to_wire(&heads),
+                    data,
+                },
+                n,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn apply_response(
+        &mut self,
+        req: &SyncRequest,
+        resp: SyncResponse,
+        stats: &mut SyncStats,
+        refused_now: &mut HashSet<String>,
+    ) -> Result<()> {
+        let actor = self.actor.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let pushed: BTreeMap<&str, &DocPush> = req.docs.iter().map(|p| (p.doc.as_str(), p)).collect();
+        for result in resp.results {
+            let Some(push) = pushed.get(result.doc.as_str()) else {
+                return Err(Error::Wire(format!(
+                    "the server answered for {} which was not sent",
+                    result.doc
+                )));
+            };
+            let id: DocId = result.doc.parse()?;
+            let server_heads = hashes_from_wire(&result.heads);
+            match result.outcome {
+                Outcome::Accepted => {
+                    stats.docs_sent += 1;
+                    merge_into(&tx, &id, &actor, &result.data, &server_heads)?;
+                }
+                Outcome::Refused { reason, keys } => {
+                    let entry =
+                        rebuild_after_refusal(&tx, &id, &actor, push, &result.data, &server_heads, &reason, &keys)?;
+                    refused_now.insert(result.doc.clone());
+                    stats.refused.push(entry);
+                }
+            }
+        }
+        let mut updates = resp.updates;
+        updates.sort_by_key(|u| u.doc.parse::<DocId>().map(|d| d.kind).unwrap_or(DocKind::Attendance));
+        for update in updates {
+            let id: DocId = update.doc.parse()?;
+            stats.docs_received += 1;
+            merge_into(&tx, &id, &actor, &update.data, &hashes_from_wire(&update.heads))?;
+        }
+        store::set_meta(&tx, "cursor", &resp.cursor.to_string())?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn sorted(heads: &[ChangeHash]) -> Vec<ChangeHash> {
+    let mut v = heads.to_vec();
+    v.sort();
+    v
+}
+
+fn parse_statuses(s: Option<&str>) -> Vec<MarkStatus> {
+    s.map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+pub fn format_time(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Applies bytes from the server to a local document and records what the server has.
+fn merge_into(
+    tx: &Transaction<'_>,
+    id: &DocId,
+    actor: &ActorId,
+    data: &[u8],
+    server_heads: &[ChangeHash],
+) -> Result<()> {
+    let mut doc = store::load_doc(tx, id)?.unwrap_or_default();
+    doc.set_actor(actor.clone());
+    if !data.is_empty() {
+        doc.load_incremental(data)?;
+        store::append_chunk(tx, id, &doc, data)?;
+        project_doc_lenient(tx, id, &doc)?;
+    } else {
+        store::ensure_doc(tx, id)?;
+    }
+    let local = doc.get_heads();
+    let has_server = server_heads.iter().all(|h| doc.get_change_by_hash(h).is_some());
+    let known = if has_server { server_heads.to_vec() } else { Vec::new() };
+    let pending = doc.get_changes(&known).len() as i64;
+    let dirty = sorted(&local) != sorted(&known);
+    tx.execute(
+        "UPDATE docs SET server_heads = ?2, dirty = ?3, pending = ?4 WHERE doc_id = ?1",
+        params![
+            id.to_string(),
+            heads_to_blob(&known),
+            dirty,
+            if dirty { pending } else { 0 }
+        ],
+    )?;
+    Ok(())
+}
+
+/// The server refused this document's push. Keep everything the device recorded: the
+/// refused changes go to the `refused` table with the reason; the document is rebuilt
+/// from the server's state, and local values the server did not name as faulty are
+/// written again as new changes (so one bad entry does not block the rest).
+#[allow(clippy::too_many_arguments)]
+fn rebuild_after_refusal(
+    tx: &Transaction<'_>,
+    id: &DocId,
+    actor: &ActorId,
+    push: &DocPush,
+    server_data: &[u8],
+    server_heads: &[ChangeHash],
+    reason: &str,
+    keys: &[String],
+) -> Result<RefusedEntry> {
+    let local = store::load_doc(tx, id)?.unwrap_or_default();
+    let at = now_secs();
+    tx.execute(
+        "INSERT INTO refused (doc_id, reason, at, changes, keys) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id.to_string(), reason, at, push.data, keys.join(" ")],
+    )?;
+    let mut rebuilt = if server_data.is_empty() {
+        Automerge::new()
+    } else {
+        Automerge::load(server_data)?
+    };
+    rebuilt.set_actor(actor.clone());
+    let mut reapply = Vec::new();
+    if !keys.is_empty() {
+        for key in local.keys(ROOT) {
+            if keys.contains(&key) {
+                continue;
+            }
+            let mine = docs::values_at(&local, &key).into_iter().next().flatten();
+            let theirs = docs::values_at(&rebuilt, &key);
+            if let Some(v) = mine {
+                if !theirs.contains(&Some(v.clone())) {
+                    reapply.push((key, v));
+                }
+            }
+        }
+    }
+    let reapplied = !reapply.is_empty();
+    if reapplied {
+        let mut t = rebuilt.transaction();
+        for (k, v) in reapply {
+            t.put(ROOT, k, v)?;
+        }
+        t.commit_with(
+            CommitOptions::default()
+                .with_message("re-applied after refusal")
+                .with_time(now_millis()),
+        );
+    }
+    store::replace_doc(tx, id, &rebuilt)?;
+    let has_server = server_heads.iter().all(|h| rebuilt.get_change_by_hash(h).is_some());
+    let known = if has_server { server_heads.to_vec() } else { Vec::new() };
+    let pending = rebuilt.get_changes(&known).len() as i64;
+    tx.execute(
+        "UPDATE docs SET server_heads = ?2, dirty = ?3, pending = ?4 WHERE doc_id = ?1",
+        params![id.to_string(), heads_to_blob(&known), reapplied, pending],
+    )?;
+    project_doc_lenient(tx, id, &rebuilt)?;
+    Ok(RefusedEntry {
+        doc: id.to_string(),
+        reason: reason.to_string(),
+        keys: keys.to_vec(),
+        at,
+    })
+}
+
+/// Rewrites the query rows of one document from its contents.
+pub fn project_doc(tx: &Transaction<'_>, id: &DocId, doc: &Automerge) -> Result<()> {
+    let contents = docs::read(id, doc, None).map_err(|e| Error::invalid(e.reason))?;
+    write_projection(tx, id, &contents)
+}
+
+/// Like [`project_doc`] but skips entries that do not parse (a refused or foreign
+/// document must not make the device unusable).
+fn project_doc_lenient(tx: &Transaction<'_>, id: &DocId, doc: &Automerge) -> Result<()> {
+    match docs::read(id, doc, None) {
+        Ok(contents) => write_projection(tx, id, &contents),
+        Err(_) => Ok(()),
+    }
+}
+
+fn write_projection(tx: &Transaction<'_>, id: &DocId, contents: &Contents) -> Result<()> {
+    let key = id.to_string();
+    match contents {
+        Contents::Roster(cadres) => {
+            tx.execute("DELETE FROM q_cadres WHERE doc_id = ?1", [&key])?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO q_cadres (id, unit, name, gender, birth_year, category, position, doc_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for (cid, c) in cadres {
+                stmt.execute(params![
+                    cid,
+                    id.unit.to_string(),
+                    c.name,
+                    c.gender.as_str(),
+                    c.birth_year,
+                    c.category.map(|x| x.as_str()),
+                    c.position,
+                    key
+                ])?;
+            }
+        }
+        Contents::Course(course) => {
+            let Some(cid) = &id.course else { return Ok(()) };
+            if let Some(meta) = &course.meta {
+                tx.execute(
+                    "INSERT OR REPLACE INTO q_courses (id, unit, title, min_ratio, excused_counts, planned, doc_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![cid, id.unit.to_string(), meta.title, meta.min_ratio, meta.excused_counts, meta.planned_trainees, key],
+                )?;
+            }
+            tx.execute("DELETE FROM q_sessions WHERE course_id = ?1", [cid])?;
+            tx.execute("DELETE FROM q_enrolments WHERE course_id = ?1", [cid])?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO q_sessions (course_id, id, date, half_day, periods, topic, part) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (sid, s) in &course.sessions {
+                stmt.execute(params![
+                    cid,
+                    sid,
+                    s.date,
+                    s.half_day.map(|h| h.as_str()),
+                    s.periods,
+                    s.topic,
+                    s.part
+                ])?;
+            }
+            let mut stmt = tx.prepare_cached("INSERT INTO q_enrolments (course_id, cadre_id) VALUES (?1, ?2)")?;
+            for cadre in course.enrolments.keys() {
+                stmt.execute(params![cid, cadre])?;
+            }
+        }
+        Contents::Attendance(marks) => {
+            let Some(cid) = &id.course else { return Ok(()) };
+            tx.execute("DELETE FROM q_marks WHERE doc_id = ?1", [&key])?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO q_marks (course_id, session_id, cadre_id, status, note, conflict, doc_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for m in marks {
+                let Some(cur) = m.current() else { continue };
+                let conflict = m.conflict_statuses();
+                let conflict =
+                    (!conflict.is_empty()).then(|| conflict.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","));
+                stmt.execute(params![
+                    cid,
+                    m.session,
+                    m.cadre,
+                    cur.status.as_str(),
+                    cur.note,
+                    conflict,
+                    key
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}

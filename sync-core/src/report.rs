@@ -1,0 +1,243 @@
+//! The course view both sides print: the device's `show course` and the server's
+//! `report course` are assembled by this one function from the same kind of rows, so
+//! "the server's report equals each device's view" is a property of the code, not luck.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{MarkStatus, Session};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub date: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_day: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periods: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
+impl SessionRow {
+    pub fn from_session(id: &str, s: &Session) -> Self {
+        SessionRow {
+            id: id.to_string(),
+            date: s.date.clone(),
+            half_day: s.half_day.map(|h| h.as_str().to_string()),
+            periods: s.periods,
+            topic: s.topic.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraineeRow {
+    pub id: String,
+    /// None when the trainee's roster is not visible here.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkRow {
+    pub session: String,
+    pub cadre: String,
+    pub status: MarkStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictRow {
+    pub session: String,
+    pub cadre: String,
+    /// Every concurrent status, the current one first.
+    pub values: Vec<MarkStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRow {
+    pub cadre: String,
+    pub attended: u32,
+    pub sessions: u32,
+    pub ratio: f64,
+    pub completed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CourseReport {
+    pub id: String,
+    pub unit: String,
+    pub title: String,
+    pub min_ratio: f64,
+    pub excused_counts: bool,
+    pub sessions: Vec<SessionRow>,
+    pub trainees: Vec<TraineeRow>,
+    pub marks: Vec<MarkRow>,
+    pub conflicts: Vec<ConflictRow>,
+    pub completion: Vec<CompletionRow>,
+}
+
+/// The inputs, as either side's query tables hold them.
+#[derive(Debug, Clone, Default)]
+pub struct CourseRows {
+    pub id: String,
+    pub unit: String,
+    pub title: String,
+    pub min_ratio: f64,
+    pub excused_counts: bool,
+    pub sessions: Vec<SessionRow>,
+    pub trainees: Vec<TraineeRow>,
+    /// (session, cadre, current status, note, every concurrent status when in conflict)
+    pub marks: Vec<(String, String, MarkStatus, Option<String>, Vec<MarkStatus>)>,
+}
+
+impl CourseReport {
+    pub fn assemble(rows: CourseRows) -> CourseReport {
+        let mut sessions = rows.sessions;
+        sessions.sort_by(|a, b| (&a.date, &a.half_day, &a.id).cmp(&(&b.date, &b.half_day, &b.id)));
+        let mut trainees = rows.trainees;
+        trainees.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        let session_ids: BTreeSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+        let enrolled: BTreeSet<&str> = trainees.iter().map(|t| t.id.as_str()).collect();
+
+        let mut marks = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut attended: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut raw = rows.marks;
+        raw.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        for (session, cadre, status, note, concurrent) in &raw {
+            if !session_ids.contains(session.as_str()) || !enrolled.contains(cadre.as_str()) {
+                continue;
+            }
+            if status.attended(rows.excused_counts) {
+                *attended.entry(cadre.as_str()).or_default() += 1;
+            }
+            marks.push(MarkRow {
+                session: session.clone(),
+                cadre: cadre.clone(),
+                status: *status,
+                note: note.clone(),
+            });
+            if concurrent.len() > 1 {
+                conflicts.push(ConflictRow {
+                    session: session.clone(),
+                    cadre: cadre.clone(),
+                    values: concurrent.clone(),
+                });
+            }
+        }
+        let total = sessions.len() as u32;
+        let completion = trainees
+            .iter()
+            .map(|t| {
+                let a = attended.get(t.id.as_str()).copied().unwrap_or(0);
+                let ratio = if total == 0 {
+                    0.0
+                } else {
+                    f64::from(a) / f64::from(total)
+                };
+                CompletionRow {
+                    cadre: t.id.clone(),
+                    attended: a,
+                    sessions: total,
+                    ratio: (ratio * 10_000.0).round() / 10_000.0,
+                    // Compare in whole sessions so 0.8 x 36 = 28.8 needs 29, with no float edge.
+                    completed: total > 0 && f64::from(a) + 1e-9 >= rows.min_ratio * f64::from(total),
+                }
+            })
+            .collect();
+        CourseReport {
+            id: rows.id,
+            unit: rows.unit,
+            title: rows.title,
+            min_ratio: rows.min_ratio,
+            excused_counts: rows.excused_counts,
+            sessions,
+            trainees,
+            marks,
+            conflicts,
+            completion,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(excused_counts: bool) -> CourseRows {
+        let sessions = (1..=5)
+            .map(|i| SessionRow {
+                id: format!("s{i}"),
+                date: format!("2026-12-0{i}"),
+                half_day: None,
+                periods: None,
+                topic: None,
+            })
+            .collect();
+        let trainees = vec![
+            TraineeRow {
+                id: "a".into(),
+                name: Some("Lò Thị Hoa".into()),
+            },
+            TraineeRow {
+                id: "b".into(),
+                name: Some("Vàng A Dình".into()),
+            },
+        ];
+        let mut marks = Vec::new();
+        for i in 1..=5 {
+            marks.push((format!("s{i}"), "a".to_string(), MarkStatus::Present, None, vec![]));
+        }
+        for (i, st) in [
+            MarkStatus::Present,
+            MarkStatus::Late,
+            MarkStatus::LeftEarly,
+            MarkStatus::Excused,
+            MarkStatus::Absent,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            marks.push((format!("s{}", i + 1), "b".to_string(), st, None, vec![]));
+        }
+        CourseRows {
+            id: "c".into(),
+            unit: "2025:03434".into(),
+            title: "t".into(),
+            min_ratio: 0.8,
+            excused_counts,
+            sessions,
+            trainees,
+            marks,
+        }
+    }
+
+    #[test]
+    fn completion_counts_excused_only_when_the_course_says_so() {
+        let r = CourseReport::assemble(rows(false));
+        let b = r.completion.iter().find(|c| c.cadre == "b").expect("b");
+        assert_eq!((b.attended, b.sessions, b.completed), (3, 5, false));
+        assert_eq!(b.ratio, 0.6);
+        let r = CourseReport::assemble(rows(true));
+        let b = r.completion.iter().find(|c| c.cadre == "b").expect("b");
+        assert_eq!((b.attended, b.completed), (4, true));
+        let a = r.completion.iter().find(|c| c.cadre == "a").expect("a");
+        assert_eq!((a.attended, a.ratio, a.completed), (5, 1.0, true));
+    }
+
+    #[test]
+    fn marks_of_unknown_sessions_or_trainees_are_not_counted() {
+        let mut input = rows(false);
+        input
+            .marks
+            .push(("s9".into(), "a".into(), MarkStatus::Present, None, vec![]));
+        input
+            .marks
+            .push(("s1".into(), "zz".into(), MarkStatus::Present, None, vec![]));
+        let r = CourseReport::assemble(input);
+        assert_eq!(r.marks.len(), 10);
+    }
+}

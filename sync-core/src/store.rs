@@ -1,0 +1,228 @@
+//! The device's local store on SQLite.
+//!
+//! - WAL with `synchronous=FULL`: a mark reported saved has been fsynced, so it
+//!   survives a power cut (WAL with NORMAL may lose the last transactions).
+//! - A document is a snapshot (automerge `save()`) plus incremental chunks (one per
+//!   local commit or received batch), compacted into a new snapshot past
+//!   [`COMPACT_AFTER_CHUNKS`] chunks: a mark costs one small row insert, not a re-save
+//!   of the whole document.
+//! - Query tables (`q_*`) mirror what screens show, so opening a course reads rows
+//!   instead of loading and walking automerge documents.
+//! - The schema version is `PRAGMA user_version`; each migration runs once, in order,
+//!   in one transaction. Shipped migrations are never edited.
+
+use std::path::Path;
+
+use automerge::{Automerge, ChangeHash};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::docs::DocId;
+use crate::error::Result;
+
+/// Past this many chunks a document is re-saved as one snapshot.
+pub const COMPACT_AFTER_CHUNKS: i64 = 64;
+
+/// Migrations, in order. Index + 1 is the `user_version` after it ran.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE docs (
+        doc_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        course_id TEXT,
+        snapshot BLOB,
+        server_heads BLOB NOT NULL DEFAULT x'',
+        dirty INTEGER NOT NULL DEFAULT 0,
+        pending INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE TABLE chunks (
+        doc_id TEXT NOT NULL REFERENCES docs(doc_id),
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (doc_id, seq)
+     );
+     CREATE TABLE q_cadres (
+        id TEXT PRIMARY KEY, unit TEXT NOT NULL, name TEXT NOT NULL, gender TEXT NOT NULL,
+        birth_year INTEGER NOT NULL, category TEXT, position TEXT, doc_id TEXT NOT NULL
+     );
+     CREATE TABLE q_courses (
+        id TEXT PRIMARY KEY, unit TEXT NOT NULL, title TEXT NOT NULL, min_ratio REAL NOT NULL,
+        excused_counts INTEGER NOT NULL, planned INTEGER NOT NULL, doc_id TEXT NOT NULL
+     );
+     CREATE TABLE q_sessions (
+        course_id TEXT NOT NULL, id TEXT NOT NULL, date TEXT NOT NULL, half_day TEXT,
+        periods INTEGER, topic TEXT, part INTEGER NOT NULL, PRIMARY KEY (course_id, id)
+     );
+     CREATE TABLE q_enrolments (course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, PRIMARY KEY (course_id, cadre_id));
+     CREATE TABLE q_marks (
+        course_id TEXT NOT NULL, session_id TEXT NOT NULL, cadre_id TEXT NOT NULL,
+        status TEXT NOT NULL, note TEXT, conflict TEXT, doc_id TEXT NOT NULL,
+        PRIMARY KEY (course_id, session_id, cadre_id)
+     );
+     CREATE INDEX q_marks_doc ON q_marks(doc_id);
+     CREATE TABLE refused (
+        id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL,
+        changes BLOB NOT NULL
+     );",
+    // 2: remember which entries a refusal named, and a log of syncs for `status`.
+    "ALTER TABLE refused ADD COLUMN keys TEXT NOT NULL DEFAULT '';
+     CREATE TABLE sync_log (
+        id INTEGER PRIMARY KEY, at INTEGER NOT NULL, ok INTEGER NOT NULL, requests INTEGER NOT NULL,
+        bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL, message TEXT
+     );",
+];
+
+pub fn open_connection(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+pub fn schema_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub fn heads_to_blob(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+pub fn heads_from_blob(blob: &[u8]) -> Vec<ChangeHash> {
+    blob.chunks_exact(32)
+        .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(ChangeHash))
+        .collect()
+}
+
+/// Loads a document from its snapshot and chunks; `None` when this store has none.
+pub fn load_doc(conn: &Connection, id: &DocId) -> Result<Option<Automerge>> {
+    let key = id.to_string();
+    let snapshot: Option<Option<Vec<u8>>> = conn
+        .query_row("SELECT snapshot FROM docs WHERE doc_id = ?1", [&key], |r| r.get(0))
+        .optional()?;
+    let Some(snapshot) = snapshot else { return Ok(None) };
+    let mut doc = match snapshot {
+        Some(bytes) if !bytes.is_empty() => Automerge::load(&bytes)?,
+        _ => Automerge::new(),
+    };
+    let mut stmt = conn.prepare_cached("SELECT data FROM chunks WHERE doc_id = ?1 ORDER BY seq")?;
+    let chunks = stmt.query_map([&key], |r| r.get::<_, Vec<u8>>(0))?;
+    for chunk in chunks {
+        doc.load_incremental(&chunk?)?;
+    }
+    Ok(Some(doc))
+}
+
+/// Makes sure a row exists for the document.
+pub fn ensure_doc(tx: &Transaction<'_>, id: &DocId) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO docs (doc_id, kind, unit, course_id) VALUES (?1, ?2, ?3, ?4)",
+        params![id.to_string(), id.kind.as_str(), id.unit.to_string(), id.course],
+    )?;
+    Ok(())
+}
+
+/// Appends `bytes` (changes or a saved document) to the document, compacting when the
+/// chunk list grows long. `doc` is the document with `bytes` already applied.
+pub fn append_chunk(tx: &Transaction<'_>, id: &DocId, doc: &Automerge, bytes: &[u8]) -> Result<()> {
+    ensure_doc(tx, id)?;
+    let key = id.to_string();
+    let (count, next): (i64, i64) = tx.query_row(
+        "SELECT COUNT(*), COALESCE(MAX(seq), 0) + 1 FROM chunks WHERE doc_id = ?1",
+        [&key],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if count + 1 > COMPACT_AFTER_CHUNKS {
+        tx.execute("DELETE FROM chunks WHERE doc_id = ?1", [&key])?;
+        tx.execute(
+            "UPDATE docs SET snapshot = ?2 WHERE doc_id = ?1",
+            params![key, doc.save()],
+        )?;
+    } else {
+        tx.execute(
+            "INSERT INTO chunks (doc_id, seq, data) VALUES (?1, ?2, ?3)",
+            params![key, next, bytes],
+        )?;
+    }
+    Ok(())
+}
+
+/// Replaces the document's whole content (after a rebuild).
+pub fn replace_doc(tx: &Transaction<'_>, id: &DocId, doc: &Automerge) -> Result<()> {
+    ensure_doc(tx, id)?;
+    let key = id.to_string();
+    tx.execute("DELETE FROM chunks WHERE doc_id = ?1", [&key])?;
+    tx.execute(
+        "UPDATE docs SET snapshot = ?2 WHERE doc_id = ?1",
+        params![key, doc.save()],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema as version 1 shipped it, frozen: the upgrade must keep its data.
+    #[test]
+    fn upgrades_a_version_1_store_without_losing_data() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| crate::Error::invalid(e.to_string()))?;
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(MIGRATIONS[0])?;
+            conn.pragma_update(None, "user_version", 1)?;
+            conn.execute(
+                "INSERT INTO refused (doc_id, reason, at, changes) VALUES ('roster:2025:03434', 'old reason', 5, x'00')",
+                [],
+            )?;
+            set_meta(&conn, "device_id", "dev1")?;
+        }
+        let conn = open_connection(&path)?;
+        assert_eq!(schema_version(&conn)?, MIGRATIONS.len() as i64);
+        assert_eq!(get_meta(&conn, "device_id")?.as_deref(), Some("dev1"));
+        let (reason, keys): (String, String) =
+            conn.query_row("SELECT reason, keys FROM refused", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        assert_eq!((reason.as_str(), keys.as_str()), ("old reason", ""));
+        conn.execute(
+            "INSERT INTO sync_log (at, ok, requests, bytes_up, bytes_down) VALUES (1, 1, 1, 1, 1)",
+            [],
+        )?;
+        // Opening again runs nothing twice.
+        drop(conn);
+        let conn = open_connection(&path)?;
+        assert_eq!(schema_version(&conn)?, MIGRATIONS.len() as i64);
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        assert_eq!((mode.as_str(), sync), ("wal", 2));
+        Ok(())
+    }
+}
