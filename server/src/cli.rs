@@ -217,11 +217,19 @@ fn serve(data: &Path, listen: SocketAddr, demo: bool) -> anyhow_like::Result<()>
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        println!("diemdanh-server listening on http://{addr}");
+        // Whoever started us may have closed our stdout: a status line is not worth a panic.
+        say(&format!("diemdanh-server listening on http://{addr}"));
         crate::serve_until(listener, store, shutdown_signal()).await?;
-        println!("diemdanh-server stopped");
+        say("diemdanh-server stopped");
         Ok(())
     })
+}
+
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 async fn shutdown_signal() {

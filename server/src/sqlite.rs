@@ -9,8 +9,7 @@ use std::sync::Mutex;
 use automerge::{Automerge, Change};
 use rusqlite::{params, Connection, OptionalExtension};
 use sync_core::docs::{Contents, DocId};
-use sync_core::model::MarkStatus;
-use sync_core::report::{CourseRows, SessionRow, TraineeRow};
+use sync_core::report::{CourseRows, MarkInput, SessionRow, TraineeRow};
 
 use crate::store::{
     CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
@@ -464,13 +463,7 @@ impl Store for SqliteStore {
             })?
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
-            .filter_map(|(s, c, st, note, conflict)| {
-                let status: MarkStatus = st.parse().ok()?;
-                let values = conflict
-                    .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
-                    .unwrap_or_default();
-                Some((s, c, status, note, values))
-            })
+            .filter_map(|(s, c, st, note, conflict)| MarkInput::from_row(s, c, &st, note, conflict.as_deref()))
             .collect();
         Ok(Some(CourseRows {
             id: course_id.to_string(),

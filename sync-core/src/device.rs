@@ -19,7 +19,7 @@ use crate::protocol::{
     self, error_from_reply, hashes_from_wire, hashes_to_wire, DocPush, EnrollRequest, EnrollResponse, Outcome,
     SyncRequest, SyncResponse, Transport,
 };
-use crate::report::{CourseReport, CourseRows, SessionRow, TraineeRow};
+use crate::report::{CourseReport, CourseRows, MarkInput, SessionRow, TraineeRow};
 use crate::store::{self, heads_from_blob, heads_to_blob};
 use crate::units::{UnitKey, UnitTree};
 
@@ -630,10 +630,7 @@ impl Device {
             })?
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
-            .filter_map(|(s, c, st, note, conflict)| {
-                let status = st.parse().ok()?;
-                Some((s, c, status, note, parse_statuses(conflict.as_deref())))
-            })
+            .filter_map(|(s, c, st, note, conflict)| MarkInput::from_row(s, c, &st, note, conflict.as_deref()))
             .collect();
         Ok(CourseReport::assemble(CourseRows {
             id: course.to_string(),

@@ -241,6 +241,7 @@ impl MarkEntry {
 /// Course-level rules (marks refer to sessions of this part and enrolled trainees) need
 /// the course document: pass it for attendance documents.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // short-lived, one per document read
 pub enum Contents {
     Roster(BTreeMap<String, Cadre>),
     Course(CourseDoc),

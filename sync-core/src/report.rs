@@ -89,8 +89,39 @@ pub struct CourseRows {
     pub excused_counts: bool,
     pub sessions: Vec<SessionRow>,
     pub trainees: Vec<TraineeRow>,
-    /// (session, cadre, current status, note, every concurrent status when in conflict)
-    pub marks: Vec<(String, String, MarkStatus, Option<String>, Vec<MarkStatus>)>,
+    pub marks: Vec<MarkInput>,
+}
+
+/// One mark key as a query table holds it.
+#[derive(Debug, Clone)]
+pub struct MarkInput {
+    pub session: String,
+    pub cadre: String,
+    pub status: MarkStatus,
+    pub note: Option<String>,
+    /// Every concurrent status when in conflict, else empty.
+    pub concurrent: Vec<MarkStatus>,
+}
+
+impl MarkInput {
+    /// From the text columns both sides store: `conflict` is a comma-separated list.
+    pub fn from_row(
+        session: String,
+        cadre: String,
+        status: &str,
+        note: Option<String>,
+        conflict: Option<&str>,
+    ) -> Option<Self> {
+        Some(MarkInput {
+            session,
+            cadre,
+            status: status.parse().ok()?,
+            note,
+            concurrent: conflict
+                .map(|c| c.split(',').filter_map(|x| x.parse().ok()).collect())
+                .unwrap_or_default(),
+        })
+    }
 }
 
 impl CourseReport {
@@ -106,8 +137,15 @@ impl CourseReport {
         let mut conflicts = Vec::new();
         let mut attended: BTreeMap<&str, u32> = BTreeMap::new();
         let mut raw = rows.marks;
-        raw.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        for (session, cadre, status, note, concurrent) in &raw {
+        raw.sort_by(|a, b| (&a.session, &a.cadre).cmp(&(&b.session, &b.cadre)));
+        for MarkInput {
+            session,
+            cadre,
+            status,
+            note,
+            concurrent,
+        } in &raw
+        {
             if !session_ids.contains(session.as_str()) || !enrolled.contains(cadre.as_str()) {
                 continue;
             }
@@ -167,6 +205,16 @@ impl CourseReport {
 mod tests {
     use super::*;
 
+    fn mi(session: &str, cadre: &str, status: MarkStatus) -> MarkInput {
+        MarkInput {
+            session: session.into(),
+            cadre: cadre.into(),
+            status,
+            note: None,
+            concurrent: vec![],
+        }
+    }
+
     fn rows(excused_counts: bool) -> CourseRows {
         let sessions = (1..=5)
             .map(|i| SessionRow {
@@ -189,7 +237,7 @@ mod tests {
         ];
         let mut marks = Vec::new();
         for i in 1..=5 {
-            marks.push((format!("s{i}"), "a".to_string(), MarkStatus::Present, None, vec![]));
+            marks.push(mi(&format!("s{i}"), "a", MarkStatus::Present));
         }
         for (i, st) in [
             MarkStatus::Present,
@@ -201,7 +249,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            marks.push((format!("s{}", i + 1), "b".to_string(), st, None, vec![]));
+            marks.push(mi(&format!("s{}", i + 1), "b", st));
         }
         CourseRows {
             id: "c".into(),
@@ -231,12 +279,8 @@ mod tests {
     #[test]
     fn marks_of_unknown_sessions_or_trainees_are_not_counted() {
         let mut input = rows(false);
-        input
-            .marks
-            .push(("s9".into(), "a".into(), MarkStatus::Present, None, vec![]));
-        input
-            .marks
-            .push(("s1".into(), "zz".into(), MarkStatus::Present, None, vec![]));
+        input.marks.push(mi("s9", "a", MarkStatus::Present));
+        input.marks.push(mi("s1", "zz", MarkStatus::Present));
         let r = CourseReport::assemble(input);
         assert_eq!(r.marks.len(), 10);
     }

@@ -1,0 +1,176 @@
+use diemdanh_tests::{TestServer, NAM_HANG};
+use sync_core::device::Device;
+use sync_core::model::MarkStatus;
+
+use crate::common::{home, server_change_counts, setup_course};
+
+#[test]
+fn two_devices_record_offline_sync_in_any_order_and_converge() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+    let mut b = server.enrolled_device(&home(dir.path(), "b"), NAM_HANG);
+    let (course, cadres) = setup_course(&mut a, NAM_HANG, 6, 4);
+    server.sync(&mut a).expect("a sync");
+    server.sync(&mut b).expect("b sync");
+    assert_eq!(b.show_course(&course.id).expect("b sees course").trainees.len(), 6);
+
+    // Both offline: A takes sessions 0 and 1, B sessions 2 and 3, and each changes a few.
+    let s = |i: usize| course.sessions[i].id.clone();
+    a.mark_all(&course.id, &s(0), MarkStatus::Present).expect("mark");
+    a.mark_all(&course.id, &s(1), MarkStatus::Present).expect("mark");
+    a.mark(&course.id, &s(1), &cadres[2], MarkStatus::Late, Some("xe hỏng".into()))
+        .expect("mark");
+    b.mark_all(&course.id, &s(2), MarkStatus::Present).expect("mark");
+    b.mark_all(&course.id, &s(3), MarkStatus::Absent).expect("mark");
+    b.mark(&course.id, &s(3), &cadres[0], MarkStatus::Excused, None)
+        .expect("mark");
+    // The date works as a session reference when the course has one session that day.
+    b.mark(&course.id, "2026-12-03", &cadres[1], MarkStatus::LeftEarly, None)
+        .expect("mark by date");
+    assert!(a.status().expect("status").pending_changes > 0);
+
+    // Any order, any number of times.
+    for who in ["b", "a", "a", "b", "a", "b"] {
+        let d = if who == "a" { &mut a } else { &mut b };
+        server.sync(d).expect("sync");
+    }
+    let va = a.show_course(&course.id).expect("a view");
+    let vb = b.show_course(&course.id).expect("b view");
+    let vs = server.report(&course.id);
+    assert_eq!(va, vb);
+    assert_eq!(va, vs);
+    assert_eq!(vs.marks.len(), 4 * 6, "one mark per (session, trainee)");
+    assert!(vs.conflicts.is_empty());
+    let late = vs
+        .marks
+        .iter()
+        .find(|m| m.session == s(1) && m.cadre == cadres[2])
+        .expect("late mark");
+    assert_eq!((late.status, late.note.as_deref()), (MarkStatus::Late, Some("xe hỏng")));
+    // Completion: cadre 0 was present 3 times and excused once: 3 of 4 = 0.75 < 0.8.
+    let c0 = vs.completion.iter().find(|c| c.cadre == cadres[0]).expect("c0");
+    assert_eq!((c0.attended, c0.sessions, c0.completed), (3, 4, false));
+    assert_eq!(c0.ratio, 0.75);
+    let c1 = vs.completion.iter().find(|c| c.cadre == cadres[1]).expect("c1");
+    assert_eq!(c1.attended, 3);
+    assert_eq!(a.status().expect("status").pending_changes, 0);
+    assert_eq!(b.status().expect("status").pending_changes, 0);
+    // Every change reached the server exactly once.
+    let (logged, distinct) = server_change_counts(&server);
+    assert_eq!(logged, distinct);
+    assert!(logged > 0);
+
+    // A sync with nothing new moves a few bytes and changes nothing.
+    let stats = server.sync(&mut a).expect("idle sync");
+    assert_eq!(stats.requests, 1);
+    assert_eq!(stats.docs_sent + stats.docs_received, 0);
+    assert!(stats.bytes_up + stats.bytes_down < 200, "idle sync moved {stats:?}");
+    assert_eq!(server_change_counts(&server), (logged, distinct));
+}
+
+#[test]
+fn conflicts_show_on_both_devices_and_the_server_until_resolved() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+    let mut b = server.enrolled_device(&home(dir.path(), "b"), NAM_HANG);
+    let (course, cadres) = setup_course(&mut a, NAM_HANG, 3, 2);
+    server.sync(&mut a).expect("sync");
+    server.sync(&mut b).expect("sync");
+    let session = course.sessions[0].id.clone();
+    a.mark_all(&course.id, &session, MarkStatus::Present).expect("mark");
+    b.mark(&course.id, &session, &cadres[1], MarkStatus::Absent, None)
+        .expect("mark");
+    server.sync(&mut a).expect("sync");
+    server.sync(&mut b).expect("sync");
+    server.sync(&mut a).expect("sync");
+
+    for (who, list) in [("a", a.conflicts().expect("a")), ("b", b.conflicts().expect("b"))] {
+        assert_eq!(list.len(), 1, "device {who} lists the conflict");
+        assert_eq!(
+            (list[0].session.as_str(), list[0].cadre.as_str()),
+            (session.as_str(), cadres[1].as_str())
+        );
+        let mut values = list[0].values.clone();
+        values.sort();
+        assert_eq!(values, vec![MarkStatus::Present, MarkStatus::Absent]);
+    }
+    let report = server.report(&course.id);
+    assert_eq!(report.conflicts.len(), 1);
+    assert_eq!(report.conflicts[0].cadre, cadres[1]);
+    assert_eq!(report, a.show_course(&course.id).expect("view"));
+
+    // Resolving on B clears it everywhere after sync.
+    b.resolve(&course.id, &session, &cadres[1], MarkStatus::Late)
+        .expect("resolve");
+    assert!(b.conflicts().expect("b").is_empty(), "resolved locally at once");
+    server.sync(&mut b).expect("sync");
+    server.sync(&mut a).expect("sync");
+    assert!(a.conflicts().expect("a").is_empty());
+    let report = server.report(&course.id);
+    assert!(report.conflicts.is_empty());
+    let m = report
+        .marks
+        .iter()
+        .find(|m| m.cadre == cadres[1] && m.session == session)
+        .expect("mark");
+    assert_eq!(m.status, MarkStatus::Late);
+    assert_eq!(report, a.show_course(&course.id).expect("view"));
+}
+
+#[test]
+fn restarting_server_and_devices_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server_dir = dir.path().join("server");
+    let server = TestServer::start(&server_dir);
+    let (course, cadres) = {
+        let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+        let (course, cadres) = setup_course(&mut a, NAM_HANG, 4, 3);
+        a.mark_all(&course.id, &course.sessions[0].id, MarkStatus::Present)
+            .expect("mark");
+        server.sync(&mut a).expect("sync");
+        // Recorded after the sync, then the device "powers off".
+        a.mark(&course.id, &course.sessions[1].id, &cadres[0], MarkStatus::Absent, None)
+            .expect("mark");
+        (course, cadres)
+    };
+    let before = server.report(&course.id);
+    server.stop();
+
+    let server = TestServer::start(&server_dir);
+    assert_eq!(server.report(&course.id), before, "the server kept everything");
+    let mut a = Device::open(&home(dir.path(), "a")).expect("reopen");
+    assert_eq!(a.status().expect("status").pending_changes, 1);
+    let view = a.show_course(&course.id).expect("view");
+    assert_eq!(view.marks.len(), 5);
+    server.sync(&mut a).expect("sync after restarts");
+    let after = server.report(&course.id);
+    assert_eq!(after.marks.len(), 5);
+    assert!(after
+        .marks
+        .iter()
+        .any(|m| m.cadre == cadres[0] && m.status == MarkStatus::Absent));
+    assert_eq!(after, a.show_course(&course.id).expect("view"));
+    let (logged, distinct) = server_change_counts(&server);
+    assert_eq!(logged, distinct);
+}
+
+#[test]
+fn sync_with_no_server_fails_plainly_and_keeps_everything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+    let (course, _) = setup_course(&mut a, NAM_HANG, 2, 1);
+    a.mark_all(&course.id, &course.sessions[0].id, MarkStatus::Present)
+        .expect("mark");
+    let pending = a.status().expect("status").pending_changes;
+    let url = server.url.clone();
+    server.stop();
+    let mut t = diemdanh::HttpTransport::new(&url).expect("transport");
+    let err = a.sync(&mut t, &mut |_| {}).expect_err("no server");
+    assert!(matches!(err, sync_core::Error::Offline(_)), "{err:?}");
+    assert!(err.to_string().contains("cannot reach the server"));
+    assert_eq!(a.status().expect("status").pending_changes, pending);
+    assert_eq!(a.show_course(&course.id).expect("view").marks.len(), 2);
+}
