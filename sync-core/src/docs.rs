@@ -408,3 +408,170 @@ impl MarkEntry {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+
+    use super::*;
+    use crate::model::{Mark, MarkStatus};
+
+    fn unit() -> UnitKey {
+        "2025:03434".parse().expect("unit")
+    }
+
+    fn doc_with(entries: &[(&str, &str)]) -> Automerge {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        for (k, v) in entries {
+            tx.put(ROOT, *k, *v).expect("put");
+        }
+        tx.commit();
+        doc
+    }
+
+    fn course_doc(sessions: &[(&str, u32)], enrolled: &[&str]) -> CourseDoc {
+        let mut c = CourseDoc::default();
+        for (id, part) in sessions {
+            let s = Session {
+                date: "2026-12-01".into(),
+                half_day: None,
+                periods: None,
+                topic: None,
+                part: *part,
+            };
+            c.sessions.insert(id.to_string(), s);
+        }
+        for e in enrolled {
+            c.enrolments.insert(e.to_string(), Enrolment { at: 0 });
+        }
+        c
+    }
+
+    fn mark(status: MarkStatus) -> String {
+        encode(&Mark {
+            status,
+            note: None,
+            periods: None,
+            device: "d".into(),
+            at: 1,
+        })
+    }
+
+    #[test]
+    fn doc_ids_round_trip_and_reject_garbage() {
+        for id in [
+            DocId::roster(&unit()),
+            DocId::course(&unit(), "abc"),
+            DocId::attendance(&unit(), "abc", 3),
+        ] {
+            assert_eq!(id.to_string().parse::<DocId>(), Ok(id.clone()));
+        }
+        assert_eq!(DocId::attendance(&unit(), "abc", 3).to_string(), "att:2025:03434:abc:3");
+        for bad in [
+            "",
+            "roster:2025",
+            "course:2025:03434:a/b",
+            "att:2025:03434:abc:x",
+            "mark:2025:03434",
+        ] {
+            assert!(bad.parse::<DocId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_parse_only_in_the_known_shapes() {
+        assert_eq!(
+            parse_key("m/s1/c2"),
+            Some(Key::Mark {
+                session: "s1",
+                cadre: "c2"
+            })
+        );
+        assert_eq!(parse_key("meta"), Some(Key::Meta));
+        assert_eq!(parse_key("c/x"), Some(Key::Cadre("x")));
+        for bad in ["m/s1", "x/y", "c/", "m/s1/c2/d", "c/a b"] {
+            assert_eq!(parse_key(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn attendance_schema_requires_known_sessions_of_the_part_and_enrolled_trainees() {
+        let id = DocId::attendance(&unit(), "abc", 0);
+        let course = course_doc(&[("s1", 0), ("s2", 1)], &["c1"]);
+        let good = doc_with(&[("m/s1/c1", &mark(MarkStatus::Present))]);
+        assert!(read(&id, &good, Some(&course)).is_ok());
+        let cases = [
+            ("m/s9/c1", mark(MarkStatus::Present), "does not exist"),
+            ("m/s2/c1", mark(MarkStatus::Present), "belongs to part 1"),
+            ("m/s1/c9", mark(MarkStatus::Present), "not enrolled"),
+            ("m/s1/c1", r#"{"s":"here","d":"d","t":1}"#.to_string(), "does not parse"),
+            ("zzz", mark(MarkStatus::Present), "unknown field"),
+        ];
+        for (key, value, why) in cases {
+            let doc = doc_with(&[(key, &value)]);
+            let err = read(&id, &doc, Some(&course)).expect_err(key);
+            assert!(err.reason.contains(why), "{key}: {}", err.reason);
+        }
+        let err = read(&id, &doc_with(&[("m/s1/c9", &mark(MarkStatus::Late))]), Some(&course)).expect_err("bad");
+        assert_eq!(err.keys, vec!["m/s1/c9".to_string()]);
+    }
+
+    #[test]
+    fn concurrent_values_are_all_kept_and_listed() {
+        let id = DocId::attendance(&unit(), "abc", 0);
+        let mut a = doc_with(&[("m/s1/c1", &mark(MarkStatus::Present))]);
+        let mut b = a.fork();
+        for (doc, st) in [(&mut a, MarkStatus::Late), (&mut b, MarkStatus::Absent)] {
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "m/s1/c1", mark(st)).expect("put");
+            tx.commit();
+        }
+        a.merge(&mut b).expect("merge");
+        let Ok(Contents::Attendance(marks)) = read(&id, &a, None) else {
+            panic!("attendance")
+        };
+        assert_eq!(marks.len(), 1);
+        let mut statuses = marks[0].conflict_statuses();
+        assert_eq!(
+            statuses[0],
+            marks[0].current().expect("current").status,
+            "current first"
+        );
+        statuses.sort();
+        assert_eq!(statuses, vec![MarkStatus::Late, MarkStatus::Absent]);
+    }
+
+    #[test]
+    fn sessions_fill_a_part_up_to_the_mark_bound_then_open_a_new_one() {
+        let mut c = CourseDoc::default();
+        c.meta = Some(crate::model::CourseMeta {
+            title: "t".into(),
+            topic: None,
+            organiser: None,
+            form: None,
+            venue: None,
+            start_date: None,
+            end_date: None,
+            min_ratio: 0.8,
+            excused_counts: false,
+            planned_trainees: 1000,
+        });
+        let per_part = sessions_per_part(1000);
+        assert_eq!(per_part, 4);
+        for i in 0..10 {
+            let part = part_for_new_session(&c);
+            assert_eq!(part, i / per_part, "session {i}");
+            let s = Session {
+                date: "2026-12-01".into(),
+                half_day: None,
+                periods: None,
+                topic: None,
+                part,
+            };
+            c.sessions.insert(format!("s{i}"), s);
+        }
+        // 70 trainees x 36 sessions = 2,520 marks: one part.
+        assert!(sessions_per_part(70) >= 36);
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP API without a socket (`oneshot`): every bad input gets a 4xx and a JSON body.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use diemdanh_server::api::{canonical_code, hash_secret, new_code, now};
+use diemdanh_server::{app, SqliteStore, Store};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use sync_core::protocol::{EnrollResponse, SyncRequest, SyncResponse, CONTENT_TYPE};
+use tower::ServiceExt;
+
+async fn call(store: &Arc<dyn Store>, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let resp = app(store.clone()).oneshot(req).await.expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+    (status, body)
+}
+
+fn sync_req(token: Option<&str>, body: Vec<u8>) -> Request<Body> {
+    let mut b = Request::post("/v1/sync").header(header::CONTENT_TYPE, CONTENT_TYPE);
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    b.body(Body::from(body)).expect("request")
+}
+
+fn error_code(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).expect("JSON error body");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    v["error"].as_str().expect("error code").to_string()
+}
+
+async fn enrolled(store: &Arc<dyn Store>, device: &str) -> EnrollResponse {
+    let code = new_code();
+    store
+        .create_enroll_code("2025:03434", &hash_secret(&canonical_code(&code)), now() + 3600)
+        .expect("code");
+    // Codes are matched regardless of case and dashes.
+    let typed = code.to_lowercase().replace('-', " ");
+    let body = serde_json::json!({"code": typed, "device_id": device, "actor": "0011223344556677", "app_version": "t"});
+    let (status, body) = call(
+        store,
+        Request::post("/v1/enroll")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let resp: EnrollResponse = serde_json::from_slice(&body).expect("json");
+    // One-time: the same code again is refused.
+    let again = serde_json::json!({"code": code, "device_id": "other", "actor": "99", "app_version": "t"});
+    let (status, body) = call(
+        store,
+        Request::post("/v1/enroll")
+            .body(Body::from(again.to_string()))
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::UNAUTHORIZED, "bad_code")
+    );
+    resp
+}
+
+#[tokio::test]
+async fn bad_requests_get_4xx_with_a_json_reason_and_nothing_is_applied() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let dev = enrolled(&store, "dev1").await;
+    let good = SyncRequest {
+        device_id: "dev1".into(),
+        cursor: 0,
+        docs: vec![],
+        pending_changes: 0,
+        app_version: "t".into(),
+        batch_id: "b".into(),
+    }
+    .encode();
+
+    let (s, b) = call(&store, sync_req(None, good.clone())).await;
+    assert_eq!((s, error_code(&b).as_str()), (StatusCode::UNAUTHORIZED, "no_token"));
+    let (s, b) = call(&store, sync_req(Some("nope"), good.clone())).await;
+    assert_eq!((s, error_code(&b).as_str()), (StatusCode::UNAUTHORIZED, "bad_token"));
+    let (s, b) = call(&store, sync_req(Some(&dev.token), b"{not a sync body".to_vec())).await;
+    assert_eq!((s, error_code(&b).as_str()), (StatusCode::BAD_REQUEST, "malformed"));
+    let (s, b) = call(&store, sync_req(Some(&dev.token), good[..good.len() - 2].to_vec())).await;
+    assert_eq!((s, error_code(&b).as_str()), (StatusCode::BAD_REQUEST, "malformed"));
+    let mut v9 = good.clone();
+    v9[3] = 9;
+    let (s, b) = call(&store, sync_req(Some(&dev.token), v9)).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "unsupported_version")
+    );
+    let (s, _) = call(&store, sync_req(Some(&dev.token), vec![0u8; 9 * 1024 * 1024])).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, b) = call(&store, Request::post("/v1/enroll").body(Body::from("{")).expect("req")).await;
+    assert_eq!((s, error_code(&b).as_str()), (StatusCode::BAD_REQUEST, "malformed"));
+
+    // The well-formed request still works after all that.
+    let (s, b) = call(&store, sync_req(Some(&dev.token), good.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    let resp = SyncResponse::decode(&b).expect("response");
+    assert!(resp.results.is_empty() && resp.updates.is_empty() && !resp.more);
+
+    store.revoke_device("dev1", now()).expect("revoke");
+    let (s, b) = call(&store, sync_req(Some(&dev.token), good)).await;
+    assert_eq!((s, error_code(&b).as_str()), (StatusCode::FORBIDDEN, "device_revoked"));
+    assert!(store
+        .counts()
+        .expect("counts")
+        .iter()
+        .all(|(k, n)| k == "devices" || *n == 0));
+}
+
+#[tokio::test]
+async fn demo_data_fills_the_pages() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sqlite = SqliteStore::open(dir.path()).expect("store");
+    assert!(diemdanh_server::demo::seed(&sqlite).expect("seed"));
+    assert!(
+        !diemdanh_server::demo::seed(&sqlite).expect("seed twice"),
+        "seeding is once"
+    );
+    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let counts: std::collections::HashMap<_, _> = store.counts().expect("counts").into_iter().collect();
+    assert_eq!(counts["cadres"], 207);
+    assert!(counts["conflicts"] >= 3);
+    let (s, page) = call(&store, Request::get("/").body(Body::empty()).expect("req")).await;
+    assert_eq!(s, StatusCode::OK);
+    let page = String::from_utf8(page).expect("utf8");
+    assert!(page.contains("Trung cấp lý luận chính trị - hành chính"));
+    assert!(page.len() < 100_000);
+    let course = store
+        .courses()
+        .expect("courses")
+        .into_iter()
+        .find(|c| c.trainees == 70)
+        .expect("70-trainee class");
+    let (s, page) = call(
+        &store,
+        Request::get(format!("/courses/{}", course.id))
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let page = String::from_utf8(page).expect("utf8");
+    assert_eq!(page.matches("<tr>").count(), 71, "header + 70 trainees");
+    assert!(page.contains("conflict"));
+    let (s, _) = call(
+        &store,
+        Request::get("/courses/nosuch").body(Body::empty()).expect("req"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
