@@ -544,19 +544,21 @@ mod tests {
 
     #[test]
     fn sessions_fill_a_part_up_to_the_mark_bound_then_open_a_new_one() {
-        let mut c = CourseDoc::default();
-        c.meta = Some(crate::model::CourseMeta {
-            title: "t".into(),
-            topic: None,
-            organiser: None,
-            form: None,
-            venue: None,
-            start_date: None,
-            end_date: None,
-            min_ratio: 0.8,
-            excused_counts: false,
-            planned_trainees: 1000,
-        });
+        let mut c = CourseDoc {
+            meta: Some(crate::model::CourseMeta {
+                title: "t".into(),
+                topic: None,
+                organiser: None,
+                form: None,
+                venue: None,
+                start_date: None,
+                end_date: None,
+                min_ratio: 0.8,
+                excused_counts: false,
+                planned_trainees: 1000,
+            }),
+            ..Default::default()
+        };
         let per_part = sessions_per_part(1000);
         assert_eq!(per_part, 4);
         for i in 0..10 {
