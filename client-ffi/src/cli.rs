@@ -415,6 +415,7 @@ fn execute(cli: Cli) -> Result<(), Error> {
                     );
                     let _ = std::io::stderr().flush();
                 }
+                true
             };
             let result = device.sync(&mut t, &mut progress);
             if !quiet {

@@ -85,7 +85,7 @@ pub fn process(tx: &mut dyn DocTx, peer: &Peer, req: &SyncRequest) -> StoreResul
     // Everything in scope that changed since the cursor, oldest first, within budget.
     let cursor = req.cursor as i64;
     let mut updates = Vec::new();
-    let mut budget = RESPONSE_BUDGET;
+    let mut budget = RESPONSE_BUDGET.min(req.max_response_bytes.max(1) as usize);
     let mut new_cursor = cursor;
     let mut more = false;
     for (doc, created, updated) in tx.changed_since(&scope_units(&peer.unit), cursor)? {

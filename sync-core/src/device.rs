@@ -27,6 +27,8 @@ pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Raw bytes of document data per sync request before a new request is started: on
 /// EDGE (about 25 KB/s up) a full batch uploads in about 10 s.
 pub const BATCH_BYTES: usize = 256 * 1024;
+/// Document data the device asks for per response by default.
+pub const RESPONSE_BYTES: u32 = 512 * 1024;
 /// A sync that needs more exchanges than this stops and says so (bounded loop).
 pub const MAX_ROUNDS: usize = 10_000;
 
@@ -135,6 +137,8 @@ pub struct Device {
     home: PathBuf,
     device_id: String,
     actor: ActorId,
+    batch_bytes: usize,
+    response_bytes: u32,
 }
 
 impl std::fmt::Debug for Device {
@@ -172,7 +176,16 @@ impl Device {
             home: home.to_path_buf(),
             device_id,
             actor,
+            batch_bytes: BATCH_BYTES,
+            response_bytes: RESPONSE_BYTES,
         })
+    }
+
+    /// Sets how much document data goes in one request and comes in one response; a
+    /// device on a poor link uses smaller batches so each exchange finishes.
+    pub fn set_batch_limits(&mut self, request_bytes: usize, response_bytes: u32) {
+        self.batch_bytes = request_bytes.max(1);
+        self.response_bytes = response_bytes.max(1);
     }
 
     pub fn device_id(&self) -> &str {
@@ -740,11 +753,13 @@ impl Device {
     /// Exchanges everything with the server: pushes every document with local changes
     /// in batches of about [`BATCH_BYTES`], pulls what changed since the cursor, and
     /// repeats until both sides are even. Each exchange is committed locally before the
-    /// next starts, so a cut loses at most the exchange in flight.
+    /// next starts, so a cut loses at most the exchange in flight. `progress` is called
+    /// after every exchange; returning false cancels the sync there (the store stays
+    /// consistent and the next sync goes on from that point).
     pub fn sync(
         &mut self,
         transport: &mut dyn Transport,
-        progress: &mut dyn FnMut(&SyncProgress),
+        progress: &mut dyn FnMut(&SyncProgress) -> bool,
     ) -> Result<SyncStats> {
         let started = Instant::now();
         let token = self.meta("token")?.ok_or(Error::NotEnrolled)?;
@@ -761,6 +776,7 @@ impl Device {
                     pending_changes: self.pending_changes()?,
                     app_version: APP_VERSION.to_string(),
                     batch_id: new_id(),
+                    max_response_bytes: self.response_bytes,
                 };
                 let body = req.encode();
                 stats.requests += 1;
@@ -777,13 +793,16 @@ impl Device {
                 let more = resp.more;
                 self.apply_response(&req, resp, &mut stats, &mut refused_now)?;
                 let left = self.dirty_docs(&refused_now)?.len() as u64;
-                progress(&SyncProgress {
+                let go_on = progress(&SyncProgress {
                     round,
                     stats: stats.clone(),
                     docs_left: left,
                 });
                 if !more && left == 0 {
                     return Ok(());
+                }
+                if !go_on {
+                    return Err(Error::Cancelled);
                 }
             }
             Err(Error::TooManyRounds(MAX_ROUNDS))
@@ -846,7 +865,7 @@ impl Device {
                 }
                 (base, data, changes.len())
             };
-            if !out.is_empty() && size + data.len() > BATCH_BYTES {
+            if !out.is_empty() && size + data.len() > self.batch_bytes {
                 break;
             }
             size += data.len();

@@ -61,6 +61,8 @@ pub enum Error {
     Unauthorized(String),
     #[error("the server answered with an error: {0}")]
     Server(String),
+    #[error("the sync was cancelled; what was exchanged so far is kept")]
+    Cancelled,
     #[error("the sync did not finish within {0} exchanges; run sync again to continue")]
     TooManyRounds(usize),
 }

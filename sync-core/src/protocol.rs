@@ -35,6 +35,9 @@ pub struct SyncRequest {
     pub app_version: String,
     /// Unique per batch; the server logs it so a replay is recognisable.
     pub batch_id: String,
+    /// The most document data the device wants in one response (the server may send
+    /// less); a device on a poor link asks for small responses so each finishes.
+    pub max_response_bytes: u32,
 }
 
 /// The changes of one document the server is not known to have.
@@ -225,6 +228,7 @@ mod tests {
             pending_changes: 3,
             app_version: "0.1.0".into(),
             batch_id: "b1".into(),
+            max_response_bytes: 1000,
         };
         let bytes = req.encode();
         assert_eq!(SyncRequest::decode(&bytes), Ok(req));

@@ -92,7 +92,7 @@ impl TestServer {
     }
 
     pub fn sync(&self, device: &mut Device) -> sync_core::Result<sync_core::device::SyncStats> {
-        device.sync(&mut self.transport(), &mut |_| {})
+        device.sync(&mut self.transport(), &mut |_| true)
     }
 
     pub fn stop(mut self) {

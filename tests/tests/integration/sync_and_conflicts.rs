@@ -168,9 +168,60 @@ fn sync_with_no_server_fails_plainly_and_keeps_everything() {
     let url = server.url.clone();
     server.stop();
     let mut t = diemdanh::HttpTransport::new(&url).expect("transport");
-    let err = a.sync(&mut t, &mut |_| {}).expect_err("no server");
+    let err = a.sync(&mut t, &mut |_| true).expect_err("no server");
     assert!(matches!(err, sync_core::Error::Offline(_)), "{err:?}");
     assert!(err.to_string().contains("cannot reach the server"));
     assert_eq!(a.status().expect("status").pending_changes, pending);
     assert_eq!(a.show_course(&course.id).expect("view").marks.len(), 2);
+}
+
+#[test]
+fn small_batches_and_paged_responses_still_converge_exactly_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+    let mut b = server.enrolled_device(&home(dir.path(), "b"), NAM_HANG);
+    let mut courses = Vec::new();
+    for _ in 0..3 {
+        let (course, _) = setup_course(&mut a, NAM_HANG, 5, 3);
+        for s in &course.sessions {
+            a.mark_all(&course.id, &s.id, MarkStatus::Present).expect("mark");
+        }
+        courses.push(course);
+    }
+    // One document per request up, one per response down.
+    a.set_batch_limits(1, 1);
+    b.set_batch_limits(1, 1);
+    let up = server.sync(&mut a).expect("sync a");
+    // 1 roster + 3 courses + 3 attendance documents, each in its own request.
+    assert_eq!(up.docs_sent, 7);
+    assert!(up.requests >= 7, "{up:?}");
+    let down = server.sync(&mut b).expect("sync b");
+    assert_eq!(down.docs_received, 7);
+    assert!(down.requests >= 7, "paged: {down:?}");
+    for c in &courses {
+        assert_eq!(b.show_course(&c.id).expect("b"), server.report(&c.id));
+        assert_eq!(server.report(&c.id).marks.len(), 15);
+    }
+    let (logged, distinct) = server_change_counts(&server);
+    assert_eq!(logged, distinct);
+}
+
+#[test]
+fn a_cancelled_sync_stops_cleanly_and_the_next_one_finishes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+    let (course, _) = setup_course(&mut a, NAM_HANG, 4, 2);
+    a.mark_all(&course.id, &course.sessions[0].id, MarkStatus::Present)
+        .expect("mark");
+    a.set_batch_limits(1, 1);
+    let mut t = server.transport();
+    let err = a.sync(&mut t, &mut |_| false).expect_err("cancelled");
+    assert!(matches!(err, sync_core::Error::Cancelled), "{err:?}");
+    let pending = a.status().expect("status").pending_changes;
+    assert!(pending > 0, "only the first exchange went");
+    server.sync(&mut a).expect("resume");
+    assert_eq!(a.status().expect("status").pending_changes, 0);
+    assert_eq!(server.report(&course.id), a.show_course(&course.id).expect("view"));
 }
