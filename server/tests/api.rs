@@ -78,6 +78,7 @@ async fn bad_requests_get_4xx_with_a_json_reason_and_nothing_is_applied() {
         pending_changes: 0,
         app_version: "t".into(),
         batch_id: "b".into(),
+        max_response_bytes: 1 << 20,
     }
     .encode();
 
