@@ -127,3 +127,102 @@ pub fn bin(name: &str) -> PathBuf {
     );
     path
 }
+
+/// What the in-process link does to the next exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Delivered both ways.
+    None,
+    /// The request never reaches the server.
+    DropRequest,
+    /// The server processes the request; the answer is lost.
+    DropResponse,
+    /// The request reaches the server twice; the device sees the second answer.
+    Duplicate,
+    /// Before this request, an old request of this device is replayed to the server.
+    ReplayOld,
+}
+
+/// A transport that hands requests to the server's router in this process (no socket),
+/// with faults chosen per exchange by `next_fault`. Used by the seeded simulation.
+pub struct InProcessTransport {
+    router: axum::Router,
+    rt: Arc<tokio::runtime::Runtime>,
+    pub next_fault: Box<dyn FnMut() -> Fault + Send>,
+    sent: Vec<(String, Vec<u8>, Option<String>)>,
+    pub log: Vec<Fault>,
+}
+
+impl InProcessTransport {
+    pub fn new(store: Arc<dyn Store>, rt: Arc<tokio::runtime::Runtime>) -> Self {
+        InProcessTransport {
+            router: diemdanh_server::app(store),
+            rt,
+            next_fault: Box::new(|| Fault::None),
+            sent: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn deliver(
+        &self,
+        path: &str,
+        content_type: &str,
+        bearer: Option<&str>,
+        body: Vec<u8>,
+    ) -> sync_core::protocol::Reply {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::post(path).header("content-type", content_type);
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(axum::body::Body::from(body)).expect("request");
+        let router = self.router.clone();
+        self.rt.block_on(async move {
+            let resp = router.oneshot(req).await.expect("infallible router");
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("body")
+                .to_bytes()
+                .to_vec();
+            sync_core::protocol::Reply { status, body }
+        })
+    }
+}
+
+impl sync_core::protocol::Transport for InProcessTransport {
+    fn post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        bearer: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<sync_core::protocol::Reply, String> {
+        let fault = (self.next_fault)();
+        self.log.push(fault);
+        let token = bearer.map(str::to_string);
+        match fault {
+            Fault::DropRequest => return Err("link dropped the request".into()),
+            Fault::ReplayOld => {
+                if let Some((p, b, t)) = self.sent.first().cloned() {
+                    let _ = self.deliver(&p, content_type, t.as_deref(), b);
+                }
+            }
+            _ => {}
+        }
+        self.sent.push((path.to_string(), body.clone(), token.clone()));
+        if self.sent.len() > 8 {
+            self.sent.remove(1);
+        }
+        let mut reply = self.deliver(path, content_type, token.as_deref(), body.clone());
+        match fault {
+            Fault::DropResponse => Err("link dropped the response".into()),
+            Fault::Duplicate => {
+                reply = self.deliver(path, content_type, token.as_deref(), body);
+                Ok(reply)
+            }
+            _ => Ok(reply),
+        }
+    }
+}

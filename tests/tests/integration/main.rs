@@ -4,4 +4,5 @@
 mod cli;
 mod common;
 mod scope_and_refusals;
+mod simulation;
 mod sync_and_conflicts;
