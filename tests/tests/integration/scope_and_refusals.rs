@@ -133,3 +133,65 @@ fn a_change_that_breaks_the_schema_is_refused_and_the_device_shows_why() {
     assert_eq!(report, a.show_course(&course.id).expect("view"));
     assert_eq!(a.status().expect("status").pending_changes, 0);
 }
+
+#[test]
+fn a_change_by_an_actor_that_is_not_the_devices_is_refused() {
+    use automerge::transaction::Transactable;
+    use sync_core::protocol::{self, DocPush, Outcome, SyncRequest, SyncResponse, Transport};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+    let (course, cadres) = setup_course(&mut a, NAM_HANG, 2, 1);
+    server.sync(&mut a).expect("sync");
+    // A document forged with another actor, pushed with A's valid token.
+    let unit: UnitKey = NAM_HANG.parse().expect("unit");
+    let id = DocId::attendance(&unit, &course.id, 0);
+    let mut doc = automerge::Automerge::new().with_actor(automerge::ActorId::random());
+    let mut tx = doc.transaction();
+    let mark = Mark {
+        status: MarkStatus::Absent,
+        note: None,
+        periods: None,
+        device: a.device_id().into(),
+        at: 0,
+    };
+    tx.put(
+        automerge::ROOT,
+        docs::mark_key(&course.sessions[0].id, &cadres[0]),
+        docs::encode(&mark),
+    )
+    .expect("put");
+    tx.commit();
+    let token = {
+        let conn = sync_core::store::open_connection(&home(dir.path(), "a").join("device.sqlite")).expect("open");
+        sync_core::store::get_meta(&conn, "token")
+            .expect("meta")
+            .expect("token")
+    };
+    let req = SyncRequest {
+        device_id: a.device_id().into(),
+        cursor: 0,
+        docs: vec![DocPush {
+            doc: id.to_string(),
+            base: vec![],
+            heads: vec![],
+            data: doc.save(),
+        }],
+        pending_changes: 0,
+        app_version: "forged".into(),
+        batch_id: "x".into(),
+        max_response_bytes: 1 << 20,
+    };
+    let reply = server
+        .transport()
+        .post(protocol::SYNC_PATH, protocol::CONTENT_TYPE, Some(&token), req.encode())
+        .expect("reply");
+    assert_eq!(reply.status, 200);
+    let resp = SyncResponse::decode(&reply.body).expect("response");
+    match &resp.results[0].outcome {
+        Outcome::Refused { reason, .. } => assert!(reason.contains("not this device's"), "{reason}"),
+        other => panic!("accepted a foreign actor's change: {other:?}"),
+    }
+    assert!(server.report(&course.id).marks.is_empty());
+}
