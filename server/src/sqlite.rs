@@ -9,13 +9,14 @@ use std::sync::Mutex;
 use automerge::{Automerge, Change};
 use rusqlite::{params, Connection, OptionalExtension};
 use sync_core::docs::{Contents, DocId};
-use sync_core::report::{CourseRows, MarkInput, SessionRow, TraineeRow};
+use sync_core::report::CourseRows;
 
 use crate::store::{
     CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
 };
 
-const MIGRATIONS: &[&str] = &[
+/// Migrations, in order, each a list of SQL batches; shipped ones are never edited.
+const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE TABLE devices (
         id TEXT PRIMARY KEY, unit TEXT NOT NULL, actor TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE,
         app_version TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER, last_sync_at INTEGER,
@@ -38,28 +39,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE refusals (
         id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, doc_id TEXT NOT NULL, reason TEXT NOT NULL,
         at INTEGER NOT NULL, data BLOB NOT NULL
-     );
-     CREATE TABLE p_cadres (
-        id TEXT PRIMARY KEY, unit TEXT NOT NULL, name TEXT NOT NULL, gender TEXT NOT NULL, birth_year INTEGER NOT NULL,
-        ethnicity TEXT, category TEXT, position TEXT, qualification TEXT, theory_level TEXT, doc_id TEXT NOT NULL
-     );
-     CREATE INDEX p_cadres_doc ON p_cadres(doc_id);
-     CREATE TABLE p_courses (
-        id TEXT PRIMARY KEY, unit TEXT NOT NULL, title TEXT NOT NULL, min_ratio REAL NOT NULL,
-        excused_counts INTEGER NOT NULL, start_date TEXT, end_date TEXT, doc_id TEXT NOT NULL
-     );
-     CREATE TABLE p_sessions (
-        course_id TEXT NOT NULL, id TEXT NOT NULL, date TEXT NOT NULL, half_day TEXT, periods INTEGER, topic TEXT,
-        part INTEGER NOT NULL, PRIMARY KEY (course_id, id)
-     );
-     CREATE TABLE p_enrolments (course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, PRIMARY KEY (course_id, cadre_id));
-     CREATE TABLE p_marks (
-        course_id TEXT NOT NULL, session_id TEXT NOT NULL, cadre_id TEXT NOT NULL, status TEXT NOT NULL, note TEXT,
-        conflict TEXT, device_id TEXT NOT NULL, recorded_at INTEGER NOT NULL, doc_id TEXT NOT NULL,
-        PRIMARY KEY (course_id, session_id, cadre_id)
-     );
-     CREATE INDEX p_marks_doc ON p_marks(doc_id);",
-];
+     );",
+    sync_core::projection::TABLES_V1,
+]];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -80,8 +62,10 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
-            tx.execute_batch(sql)?;
+        for (i, batches) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+            for sql in *batches {
+                tx.execute_batch(sql)?;
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;
@@ -182,7 +166,7 @@ impl DocTx for SqliteTx<'_> {
              ON CONFLICT(doc_id) DO UPDATE SET snapshot = excluded.snapshot, updated_seq = excluded.updated_seq",
             params![key, id.kind.as_str(), id.unit.to_string(), id.course, doc.save(), seq],
         )?;
-        project(&self.tx, id, contents)?;
+        sync_core::projection::write(&self.tx, id, contents, true)?;
         Ok(())
     }
 
@@ -225,90 +209,6 @@ impl DocTx for SqliteTx<'_> {
             .tx
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?)
     }
-}
-
-/// Rewrites the projection rows of one document.
-fn project(tx: &rusqlite::Transaction<'_>, id: &DocId, contents: &Contents) -> StoreResult<()> {
-    let key = id.to_string();
-    match contents {
-        Contents::Roster(cadres) => {
-            tx.execute("DELETE FROM p_cadres WHERE doc_id = ?1", [&key])?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO p_cadres (id, unit, name, gender, birth_year, ethnicity, category, position, qualification, theory_level, doc_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            for (cid, c) in cadres {
-                stmt.execute(params![
-                    cid,
-                    id.unit.to_string(),
-                    c.name,
-                    c.gender.as_str(),
-                    c.birth_year,
-                    c.ethnicity,
-                    c.category.map(|x| x.as_str()),
-                    c.position,
-                    c.qualification,
-                    c.theory_level.map(|x| x.as_str()),
-                    key
-                ])?;
-            }
-        }
-        Contents::Course(course) => {
-            let Some(cid) = &id.course else { return Ok(()) };
-            if let Some(m) = &course.meta {
-                tx.execute(
-                    "INSERT OR REPLACE INTO p_courses (id, unit, title, min_ratio, excused_counts, start_date, end_date, doc_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![cid, id.unit.to_string(), m.title, m.min_ratio, m.excused_counts, m.start_date, m.end_date, key],
-                )?;
-            }
-            tx.execute("DELETE FROM p_sessions WHERE course_id = ?1", [cid])?;
-            tx.execute("DELETE FROM p_enrolments WHERE course_id = ?1", [cid])?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO p_sessions (course_id, id, date, half_day, periods, topic, part) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for (sid, s) in &course.sessions {
-                stmt.execute(params![
-                    cid,
-                    sid,
-                    s.date,
-                    s.half_day.map(|h| h.as_str()),
-                    s.periods,
-                    s.topic,
-                    s.part
-                ])?;
-            }
-            let mut stmt = tx.prepare_cached("INSERT INTO p_enrolments (course_id, cadre_id) VALUES (?1, ?2)")?;
-            for cadre in course.enrolments.keys() {
-                stmt.execute(params![cid, cadre])?;
-            }
-        }
-        Contents::Attendance(marks) => {
-            let Some(cid) = &id.course else { return Ok(()) };
-            tx.execute("DELETE FROM p_marks WHERE doc_id = ?1", [&key])?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO p_marks (course_id, session_id, cadre_id, status, note, conflict, device_id, recorded_at, doc_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            for m in marks {
-                let Some(cur) = m.current() else { continue };
-                let conflict = m.conflict_statuses();
-                let conflict =
-                    (!conflict.is_empty()).then(|| conflict.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","));
-                stmt.execute(params![
-                    cid,
-                    m.session,
-                    m.cadre,
-                    cur.status.as_str(),
-                    cur.note,
-                    conflict,
-                    cur.device,
-                    cur.at,
-                    key
-                ])?;
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -414,67 +314,7 @@ impl Store for SqliteStore {
     }
 
     fn course_rows(&self, course_id: &str) -> StoreResult<Option<CourseRows>> {
-        let conn = self.conn();
-        let head: Option<(String, String, f64, bool)> = conn
-            .query_row(
-                "SELECT unit, title, min_ratio, excused_counts FROM p_courses WHERE id = ?1",
-                [course_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let Some((unit, title, min_ratio, excused_counts)) = head else {
-            return Ok(None);
-        };
-        let mut stmt =
-            conn.prepare_cached("SELECT id, date, half_day, periods, topic FROM p_sessions WHERE course_id = ?1")?;
-        let sessions = stmt
-            .query_map([course_id], |r| {
-                Ok(SessionRow {
-                    id: r.get(0)?,
-                    date: r.get(1)?,
-                    half_day: r.get(2)?,
-                    periods: r.get(3)?,
-                    topic: r.get(4)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT e.cadre_id, c.name FROM p_enrolments e LEFT JOIN p_cadres c ON c.id = e.cadre_id WHERE e.course_id = ?1",
-        )?;
-        let trainees = stmt
-            .query_map([course_id], |r| {
-                Ok(TraineeRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT session_id, cadre_id, status, note, conflict FROM p_marks WHERE course_id = ?1")?;
-        let marks = stmt
-            .query_map([course_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter_map(|(s, c, st, note, conflict)| MarkInput::from_row(s, c, &st, note, conflict.as_deref()))
-            .collect();
-        Ok(Some(CourseRows {
-            id: course_id.to_string(),
-            unit,
-            title,
-            min_ratio,
-            excused_counts,
-            sessions,
-            trainees,
-            marks,
-        }))
+        Ok(sync_core::projection::course_rows(&self.conn(), course_id)?)
     }
 
     fn courses(&self) -> StoreResult<Vec<CourseListRow>> {

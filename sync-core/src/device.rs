@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 use crate::docs::{self, Contents, DocId, DocKind};
 use crate::error::{Error, Result};
 use crate::model::{check_date, check_id, new_id, Cadre, CourseMeta, Enrolment, HalfDay, Mark, MarkStatus, Session};
+use crate::projection;
 use crate::protocol::{
     self, error_from_reply, hashes_from_wire, hashes_to_wire, DocPush, EnrollRequest, EnrollResponse, Outcome,
     SyncRequest, SyncResponse, Transport,
 };
-use crate::report::{CourseReport, CourseRows, MarkInput, SessionRow, TraineeRow};
+use crate::report::CourseReport;
 use crate::store::{self, heads_from_blob, heads_to_blob};
 use crate::units::{UnitKey, UnitTree};
 
@@ -366,7 +367,7 @@ impl Device {
         check_id("course", course)?;
         let doc_key: String = self
             .conn
-            .query_row("SELECT doc_id FROM q_courses WHERE id = ?1", [course], |r| r.get(0))
+            .query_row("SELECT doc_id FROM p_courses WHERE id = ?1", [course], |r| r.get(0))
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("course {course}")))?;
         let id: DocId = doc_key.parse()?;
@@ -407,7 +408,7 @@ impl Device {
         self.check_scope(&doc_id.unit)?;
         let known: bool = self
             .conn
-            .query_row("SELECT EXISTS(SELECT 1 FROM q_cadres WHERE id = ?1)", [cadre], |r| {
+            .query_row("SELECT EXISTS(SELECT 1 FROM p_cadres WHERE id = ?1)", [cadre], |r| {
                 r.get(0)
             })?;
         if !known {
@@ -432,7 +433,7 @@ impl Device {
     pub fn resolve_session(&self, course: &str, session: &str) -> Result<(String, u32)> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, part FROM q_sessions WHERE course_id = ?1 AND (id = ?2 OR date = ?2)")?;
+            .prepare_cached("SELECT id, part FROM p_sessions WHERE course_id = ?1 AND (id = ?2 OR date = ?2)")?;
         let found: Vec<(String, u32)> = stmt
             .query_map(params![course, session], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
@@ -452,7 +453,7 @@ impl Device {
         check_id("course", course)?;
         let unit: String = self
             .conn
-            .query_row("SELECT unit FROM q_courses WHERE id = ?1", [course], |r| r.get(0))
+            .query_row("SELECT unit FROM p_courses WHERE id = ?1", [course], |r| r.get(0))
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("course {course}")))?;
         Ok(unit.parse()?)
@@ -461,7 +462,7 @@ impl Device {
     fn enrolled(&self, course: &str) -> Result<Vec<String>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT cadre_id FROM q_enrolments WHERE course_id = ?1 ORDER BY cadre_id")?;
+            .prepare_cached("SELECT cadre_id FROM p_enrolments WHERE course_id = ?1 ORDER BY cadre_id")?;
         let rows = stmt.query_map([course], |r| r.get(0))?.collect::<Result<_, _>>()?;
         Ok(rows)
     }
@@ -553,21 +554,8 @@ impl Device {
             |tx, _doc| {
                 // A local write supersedes every value this device has seen for the key,
                 // so the row's conflict is resolved here; no need to re-read the document.
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO q_marks (course_id, session_id, cadre_id, status, note, conflict, doc_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)
-                     ON CONFLICT(course_id, session_id, cadre_id) DO UPDATE SET
-                       status = excluded.status, note = excluded.note, conflict = NULL, doc_id = excluded.doc_id",
-                )?;
                 for (cadre, mark) in &marks {
-                    stmt.execute(params![
-                        course,
-                        session,
-                        cadre,
-                        mark.status.as_str(),
-                        mark.note,
-                        doc_id.to_string()
-                    ])?;
+                    projection::upsert_mark(tx, &course, &session, cadre, mark, None, &doc_id.to_string())?;
                 }
                 Ok(())
             },
@@ -594,75 +582,17 @@ impl Device {
 
     pub fn show_course(&self, course: &str) -> Result<CourseReport> {
         check_id("course", course)?;
-        let (unit, title, min_ratio, excused): (String, String, f64, bool) = self
-            .conn
-            .query_row(
-                "SELECT unit, title, min_ratio, excused_counts FROM q_courses WHERE id = ?1",
-                [course],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?
-            .ok_or_else(|| Error::NotFound(format!("course {course}")))?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, date, half_day, periods, topic FROM q_sessions WHERE course_id = ?1")?;
-        let sessions = stmt
-            .query_map([course], |r| {
-                Ok(SessionRow {
-                    id: r.get(0)?,
-                    date: r.get(1)?,
-                    half_day: r.get(2)?,
-                    periods: r.get(3)?,
-                    topic: r.get(4)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT e.cadre_id, c.name FROM q_enrolments e LEFT JOIN q_cadres c ON c.id = e.cadre_id WHERE e.course_id = ?1",
-        )?;
-        let trainees = stmt
-            .query_map([course], |r| {
-                Ok(TraineeRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT session_id, cadre_id, status, note, conflict FROM q_marks WHERE course_id = ?1")?;
-        let marks = stmt
-            .query_map([course], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter_map(|(s, c, st, note, conflict)| MarkInput::from_row(s, c, &st, note, conflict.as_deref()))
-            .collect();
-        Ok(CourseReport::assemble(CourseRows {
-            id: course.to_string(),
-            unit,
-            title,
-            min_ratio,
-            excused_counts: excused,
-            sessions,
-            trainees,
-            marks,
-        }))
+        let rows =
+            projection::course_rows(&self.conn, course)?.ok_or_else(|| Error::NotFound(format!("course {course}")))?;
+        Ok(CourseReport::assemble(rows))
     }
 
     pub fn list_courses(&self) -> Result<Vec<CourseSummary>> {
         let mut stmt = self.conn.prepare(
             "SELECT c.id, c.unit, c.title,
-               (SELECT COUNT(*) FROM q_sessions s WHERE s.course_id = c.id),
-               (SELECT COUNT(*) FROM q_enrolments e WHERE e.course_id = c.id)
-             FROM q_courses c ORDER BY c.title, c.id",
+               (SELECT COUNT(*) FROM p_sessions s WHERE s.course_id = c.id),
+               (SELECT COUNT(*) FROM p_enrolments e WHERE e.course_id = c.id)
+             FROM p_courses c ORDER BY c.title, c.id",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -680,7 +610,7 @@ impl Device {
 
     pub fn list_cadres(&self, unit: Option<&str>) -> Result<Vec<CadreRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, unit, name, gender, birth_year FROM q_cadres WHERE (?1 IS NULL OR unit = ?1) ORDER BY name, id",
+            "SELECT id, unit, name, gender, birth_year FROM p_cadres WHERE (?1 IS NULL OR unit = ?1) ORDER BY name, id",
         )?;
         let rows = stmt
             .query_map([unit], |r| {
@@ -698,7 +628,7 @@ impl Device {
 
     pub fn conflicts(&self) -> Result<Vec<ConflictEntry>> {
         let mut stmt = self.conn.prepare(
-            "SELECT course_id, session_id, cadre_id, conflict FROM q_marks WHERE conflict IS NOT NULL ORDER BY course_id, session_id, cadre_id",
+            "SELECT course_id, session_id, cadre_id, conflict FROM p_marks WHERE conflict IS NOT NULL ORDER BY course_id, session_id, cadre_id",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -1068,77 +998,5 @@ fn project_doc_lenient(tx: &Transaction<'_>, id: &DocId, doc: &Automerge) -> Res
 }
 
 fn write_projection(tx: &Transaction<'_>, id: &DocId, contents: &Contents) -> Result<()> {
-    let key = id.to_string();
-    match contents {
-        Contents::Roster(cadres) => {
-            tx.execute("DELETE FROM q_cadres WHERE doc_id = ?1", [&key])?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO q_cadres (id, unit, name, gender, birth_year, category, position, doc_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for (cid, c) in cadres {
-                stmt.execute(params![
-                    cid,
-                    id.unit.to_string(),
-                    c.name,
-                    c.gender.as_str(),
-                    c.birth_year,
-                    c.category.map(|x| x.as_str()),
-                    c.position,
-                    key
-                ])?;
-            }
-        }
-        Contents::Course(course) => {
-            let Some(cid) = &id.course else { return Ok(()) };
-            if let Some(meta) = &course.meta {
-                tx.execute(
-                    "INSERT OR REPLACE INTO q_courses (id, unit, title, min_ratio, excused_counts, planned, doc_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![cid, id.unit.to_string(), meta.title, meta.min_ratio, meta.excused_counts, meta.planned_trainees, key],
-                )?;
-            }
-            tx.execute("DELETE FROM q_sessions WHERE course_id = ?1", [cid])?;
-            tx.execute("DELETE FROM q_enrolments WHERE course_id = ?1", [cid])?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO q_sessions (course_id, id, date, half_day, periods, topic, part) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for (sid, s) in &course.sessions {
-                stmt.execute(params![
-                    cid,
-                    sid,
-                    s.date,
-                    s.half_day.map(|h| h.as_str()),
-                    s.periods,
-                    s.topic,
-                    s.part
-                ])?;
-            }
-            let mut stmt = tx.prepare_cached("INSERT INTO q_enrolments (course_id, cadre_id) VALUES (?1, ?2)")?;
-            for cadre in course.enrolments.keys() {
-                stmt.execute(params![cid, cadre])?;
-            }
-        }
-        Contents::Attendance(marks) => {
-            let Some(cid) = &id.course else { return Ok(()) };
-            tx.execute("DELETE FROM q_marks WHERE doc_id = ?1", [&key])?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO q_marks (course_id, session_id, cadre_id, status, note, conflict, doc_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for m in marks {
-                let Some(cur) = m.current() else { continue };
-                let conflict = m.conflict_statuses();
-                let conflict =
-                    (!conflict.is_empty()).then(|| conflict.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","));
-                stmt.execute(params![
-                    cid,
-                    m.session,
-                    m.cadre,
-                    cur.status.as_str(),
-                    cur.note,
-                    conflict,
-                    key
-                ])?;
-            }
-        }
-    }
-    Ok(())
+    Ok(projection::write(tx, id, contents, false)?)
 }

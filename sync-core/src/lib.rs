@@ -9,6 +9,7 @@ pub mod device;
 pub mod docs;
 pub mod error;
 pub mod model;
+pub mod projection;
 pub mod protocol;
 pub mod report;
 pub mod store;

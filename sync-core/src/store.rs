@@ -6,7 +6,7 @@
 //!   local commit or received batch), compacted into a new snapshot past
 //!   [`COMPACT_AFTER_CHUNKS`] chunks: a mark costs one small row insert, not a re-save
 //!   of the whole document.
-//! - Query tables (`q_*`) mirror what screens show, so opening a course reads rows
+//! - Query tables (`p_*`, shared with the server in `projection.rs`) mirror what screens show, so opening a course reads rows
 //!   instead of loading and walking automerge documents.
 //! - The schema version is `PRAGMA user_version`; each migration runs once, in order,
 //!   in one transaction. Shipped migrations are never edited.
@@ -22,10 +22,12 @@ use crate::error::Result;
 /// Past this many chunks a document is re-saved as one snapshot.
 pub const COMPACT_AFTER_CHUNKS: i64 = 64;
 
-/// Migrations, in order. Index + 1 is the `user_version` after it ran.
-pub(crate) const MIGRATIONS: &[&str] = &[
-    // 1: the first schema.
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+/// Migrations, in order, each a list of SQL batches. Index + 1 is the `user_version`
+/// after it ran.
+pub(crate) const MIGRATIONS: &[&[&str]] = &[
+    // 1: the first schema, with the projection tables shared with the server.
+    &[
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
      CREATE TABLE docs (
         doc_id TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
@@ -42,35 +44,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         data BLOB NOT NULL,
         PRIMARY KEY (doc_id, seq)
      );
-     CREATE TABLE q_cadres (
-        id TEXT PRIMARY KEY, unit TEXT NOT NULL, name TEXT NOT NULL, gender TEXT NOT NULL,
-        birth_year INTEGER NOT NULL, category TEXT, position TEXT, doc_id TEXT NOT NULL
-     );
-     CREATE TABLE q_courses (
-        id TEXT PRIMARY KEY, unit TEXT NOT NULL, title TEXT NOT NULL, min_ratio REAL NOT NULL,
-        excused_counts INTEGER NOT NULL, planned INTEGER NOT NULL, doc_id TEXT NOT NULL
-     );
-     CREATE TABLE q_sessions (
-        course_id TEXT NOT NULL, id TEXT NOT NULL, date TEXT NOT NULL, half_day TEXT,
-        periods INTEGER, topic TEXT, part INTEGER NOT NULL, PRIMARY KEY (course_id, id)
-     );
-     CREATE TABLE q_enrolments (course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, PRIMARY KEY (course_id, cadre_id));
-     CREATE TABLE q_marks (
-        course_id TEXT NOT NULL, session_id TEXT NOT NULL, cadre_id TEXT NOT NULL,
-        status TEXT NOT NULL, note TEXT, conflict TEXT, doc_id TEXT NOT NULL,
-        PRIMARY KEY (course_id, session_id, cadre_id)
-     );
-     CREATE INDEX q_marks_doc ON q_marks(doc_id);
      CREATE TABLE refused (
         id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL,
         changes BLOB NOT NULL
      );",
+        crate::projection::TABLES_V1,
+    ],
     // 2: remember which entries a refusal named, and a log of syncs for `status`.
-    "ALTER TABLE refused ADD COLUMN keys TEXT NOT NULL DEFAULT '';
+    &["ALTER TABLE refused ADD COLUMN keys TEXT NOT NULL DEFAULT '';
      CREATE TABLE sync_log (
         id INTEGER PRIMARY KEY, at INTEGER NOT NULL, ok INTEGER NOT NULL, requests INTEGER NOT NULL,
         bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL, message TEXT
-     );",
+     );"],
 ];
 
 pub fn open_connection(path: &Path) -> Result<Connection> {
@@ -90,8 +75,10 @@ pub fn schema_version(conn: &Connection) -> Result<i64> {
 fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
-        tx.execute_batch(sql)?;
+    for (i, batches) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        for sql in *batches {
+            tx.execute_batch(sql)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
     tx.commit()?;
@@ -198,7 +185,9 @@ mod tests {
         let path = dir.path().join("old.sqlite");
         {
             let conn = Connection::open(&path)?;
-            conn.execute_batch(MIGRATIONS[0])?;
+            for sql in MIGRATIONS[0] {
+                conn.execute_batch(sql)?;
+            }
             conn.pragma_update(None, "user_version", 1)?;
             conn.execute(
                 "INSERT INTO refused (doc_id, reason, at, changes) VALUES ('roster:2025:03434', 'old reason', 5, x'00')",

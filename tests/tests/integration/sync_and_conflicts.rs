@@ -61,6 +61,18 @@ fn two_devices_record_offline_sync_in_any_order_and_converge() {
     assert_eq!(logged, distinct);
     assert!(logged > 0);
 
+    // Ethnicity (sensitive) reaches the server's projection but not a device's query tables.
+    let count = |path: std::path::PathBuf| -> i64 {
+        let conn = rusqlite::Connection::open(path).expect("open");
+        conn.query_row("SELECT COUNT(*) FROM p_cadres WHERE ethnicity IS NOT NULL", [], |r| {
+            r.get(0)
+        })
+        .expect("count")
+    };
+    assert_eq!(count(server.data.join("diemdanh.sqlite")), 6);
+    assert_eq!(count(home(dir.path(), "a").join("device.sqlite")), 0);
+    assert_eq!(count(home(dir.path(), "b").join("device.sqlite")), 0);
+
     // A sync with nothing new moves a few bytes and changes nothing.
     let stats = server.sync(&mut a).expect("idle sync");
     assert_eq!(stats.requests, 1);
