@@ -1,6 +1,9 @@
 //! The one HTTP transport for devices (the field command line and the app bindings):
 //! ureq on rustls, one agent per device so connections are reused across the requests
 //! of a sync. Timeouts are generous because EDGE links are slow, not dead.
+//!
+//! A failed exchange is described in a few plain words ([`describe`]): the person
+//! holding the tablet and the app both read that text, so it carries no driver dump.
 
 use std::time::Duration;
 
@@ -45,14 +48,51 @@ impl Transport for HttpTransport {
         if let Some(token) = bearer {
             req = req.header("Authorization", format!("Bearer {token}"));
         }
-        let mut resp = req.send(&body[..]).map_err(|e| e.to_string())?;
+        let mut resp = req.send(&body[..]).map_err(|e| describe(&e))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
             .with_config()
             .limit(MAX_REPLY_BYTES)
             .read_to_vec()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| describe(&e))?;
         Ok(Reply { status, body })
+    }
+}
+
+/// Why nothing (or only part of a reply) came back, in plain words.
+pub fn describe(e: &ureq::Error) -> String {
+    use ureq::Error as E;
+    match e {
+        E::Timeout(t) => format!("the connection timed out ({t})"),
+        E::HostNotFound => "the server's address was not found (no network, or a wrong URL)".into(),
+        E::ConnectionFailed => "the connection to the server failed".into(),
+        E::Io(io) => format!("the connection failed: {}", io.kind()),
+        E::Tls(_) => "the secure connection (TLS) to the server failed".into(),
+        E::BodyExceedsLimit(n) => format!("the server's reply is larger than {n} bytes"),
+        E::BadUri(_) | E::Http(_) => "the server URL is not valid".into(),
+        E::TooManyRedirects | E::RedirectFailed => "the server redirected too often or badly".into(),
+        E::Protocol(_) => "the server's reply was not valid HTTP".into(),
+        _ => "the exchange with the server failed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_connection_is_described_plainly() {
+        // Port 1 on loopback has no listener: the connection is refused at once.
+        let mut t = HttpTransport::new("http://127.0.0.1:1").expect("transport");
+        let err = t
+            .post("/x", "application/json", None, vec![])
+            .expect_err("nothing listens");
+        assert_eq!(err, "the connection failed: connection refused");
+    }
+
+    #[test]
+    fn a_url_without_scheme_is_refused() {
+        assert!(HttpTransport::new("127.0.0.1:8080").is_err());
     }
 }
