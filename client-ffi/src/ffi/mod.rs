@@ -1,0 +1,241 @@
+//! The library the tablet apps call, through uniffi (Kotlin, Swift, Python): one
+//! exported object, [`FieldClient`], with the operations of the field command line.
+//!
+//! **Invariants.** Every exported call
+//! - runs against the inner [`Device`] behind one mutex, so calls from several threads
+//!   are safe (they take turns; a sync holds the device until it ends or is cancelled);
+//! - blocks until done: apps call it off the main thread (Kotlin: `Dispatchers.IO`);
+//! - returns a [`FieldError`] for every failure, a panic included: none crosses the
+//!   boundary. A panic rolls back the SQLite transaction it was in, so the store stays as
+//!   it was before the call.
+//!
+//! The HTTP transport is the one the command line uses ([`HttpTransport`]).
+
+mod error;
+mod records;
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sync_core::device::{self as dev, Device};
+use sync_core::protocol::Transport;
+use sync_core::Error;
+
+pub use error::{FieldError, FieldResult};
+pub use records::*;
+
+use crate::transport::HttpTransport;
+
+/// Told after every exchange of a sync; implemented by the app (a Kotlin `object`, a
+/// Python subclass). It runs on the thread that called `sync`, while the client is busy:
+/// post to the UI from here, do not call the client back (that call would wait forever).
+#[uniffi::export(with_foreign)]
+pub trait SyncListener: Send + Sync {
+    /// Returns false to cancel the sync after this exchange (`FieldError::Cancelled`).
+    fn on_progress(&self, progress: SyncProgress) -> bool;
+}
+
+/// One device: its store in a home folder, enrolled with one server.
+#[derive(uniffi::Object)]
+pub struct FieldClient {
+    device: Mutex<Device>,
+    device_id: String,
+    /// Set by `cancel_sync` from any thread without waiting for the device.
+    cancel: AtomicBool,
+}
+
+impl std::fmt::Debug for FieldClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FieldClient")
+            .field("device_id", &self.device_id)
+            .finish()
+    }
+}
+
+impl FieldClient {
+    /// The device, even after a panic poisoned the lock: the panic's SQLite transaction
+    /// was rolled back as it unwound, and the device holds no other state a panic could
+    /// leave half-changed.
+    fn lock(&self) -> MutexGuard<'_, Device> {
+        self.device.lock().unwrap_or_else(|poisoned| {
+            self.device.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
+    /// Runs `f` on the device; maps its error and catches its panic.
+    fn with_device<T>(&self, f: impl FnOnce(&mut Device) -> sync_core::Result<T>) -> FieldResult<T> {
+        let mut device = self.lock();
+        match panic::catch_unwind(AssertUnwindSafe(|| f(&mut device))) {
+            Ok(result) => result.map_err(FieldError::from),
+            Err(_) => Err(FieldError::panicked()),
+        }
+    }
+
+    /// `enroll` over any transport (the tests use one with no network).
+    fn enroll_with(&self, transport: &mut dyn Transport, server_url: &str, code: &str) -> FieldResult<Enrollment> {
+        self.with_device(|d| {
+            let resp = d.enroll(transport, server_url, code)?;
+            Ok(Enrollment {
+                device_id: resp.device_id,
+                unit: resp.unit,
+            })
+        })
+    }
+}
+
+fn catch<T>(f: impl FnOnce() -> FieldResult<T>) -> FieldResult<T> {
+    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(FieldError::panicked()))
+}
+
+#[uniffi::export]
+impl FieldClient {
+    /// Opens the device store in `home` (a folder in the app's private storage),
+    /// creating it and this install's device id on first use.
+    #[uniffi::constructor]
+    pub fn open(home: String) -> FieldResult<Arc<FieldClient>> {
+        catch(|| {
+            if home.trim().is_empty() {
+                return Err(FieldError::invalid("the home folder must be given"));
+            }
+            let device = Device::open(&PathBuf::from(home))?;
+            Ok(Arc::new(FieldClient {
+                device_id: device.device_id().to_string(),
+                device: Mutex::new(device),
+                cancel: AtomicBool::new(false),
+            }))
+        })
+    }
+
+    /// This install's device id (also before enrolment).
+    pub fn device_id(&self) -> String {
+        self.device_id.clone()
+    }
+
+    /// Trades a one-time code from the administrator for this device's credentials.
+    pub fn enroll(&self, server_url: String, code: String) -> FieldResult<Enrollment> {
+        let mut transport = HttpTransport::new(&server_url).map_err(FieldError::invalid)?;
+        self.enroll_with(&mut transport, &server_url, &code)
+    }
+
+    /// Device id, unit, pending changes, last sync and refused batches.
+    pub fn status(&self) -> FieldResult<DeviceStatus> {
+        self.with_device(|d| Ok(d.status()?.into()))
+    }
+
+    /// Adds a cadre to the roster of `unit` (this device's unit or one inside it); returns the id.
+    pub fn add_cadre(&self, unit: String, cadre: NewCadre) -> FieldResult<String> {
+        self.with_device(|d| d.add_cadre(&unit, cadre.into()))
+    }
+
+    /// The cadres this device holds, of one unit or all.
+    #[uniffi::method(default(unit = None))]
+    pub fn list_cadres(&self, unit: Option<String>) -> FieldResult<Vec<Cadre>> {
+        self.with_device(|d| Ok(d.list_cadres(unit.as_deref())?.into_iter().map(Into::into).collect()))
+    }
+
+    /// Creates a course with its sessions.
+    pub fn create_course(
+        &self,
+        unit: String,
+        course: NewCourse,
+        sessions: Vec<NewSession>,
+    ) -> FieldResult<CreatedCourse> {
+        self.with_device(|d| {
+            let sessions = sessions.into_iter().map(Into::into).collect();
+            Ok(d.create_course(&unit, course.into(), sessions)?.into())
+        })
+    }
+
+    pub fn add_session(&self, course_id: String, session: NewSession) -> FieldResult<CreatedSession> {
+        self.with_device(|d| Ok(d.add_session(&course_id, session.into())?.into()))
+    }
+
+    pub fn list_courses(&self) -> FieldResult<Vec<CourseSummary>> {
+        self.with_device(|d| Ok(d.list_courses()?.into_iter().map(Into::into).collect()))
+    }
+
+    /// Enrols trainees in a course (enrolling one twice is harmless).
+    pub fn enrol_trainees(&self, course_id: String, cadre_ids: Vec<String>) -> FieldResult<()> {
+        self.with_device(|d| {
+            for cadre in &cadre_ids {
+                d.enrol(&course_id, cadre)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records one mark. `session` is a session id, or its date when the course has one
+    /// session that day. Saved on disk when this returns; no network is used.
+    #[uniffi::method(default(note = None))]
+    pub fn mark(
+        &self,
+        course_id: String,
+        session: String,
+        cadre_id: String,
+        status: MarkStatus,
+        note: Option<String>,
+    ) -> FieldResult<()> {
+        self.with_device(|d| d.mark(&course_id, &session, &cadre_id, status.into(), note))
+    }
+
+    /// Marks every enrolled trainee (the start of a roll call); returns how many.
+    pub fn mark_all(&self, course_id: String, session: String, status: MarkStatus) -> FieldResult<u32> {
+        self.with_device(|d| {
+            let n = d.mark_all(&course_id, &session, status.into())?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+    }
+
+    /// A course: sessions, trainees, marks, conflicts, completion.
+    pub fn show_course(&self, course_id: String) -> FieldResult<CourseView> {
+        self.with_device(|d| Ok(d.show_course(&course_id)?.into()))
+    }
+
+    /// Every mark recorded differently by two devices, on every course.
+    pub fn conflicts(&self) -> FieldResult<Vec<Conflict>> {
+        self.with_device(|d| Ok(d.conflicts()?.into_iter().map(Into::into).collect()))
+    }
+
+    /// Decides a conflict with a new mark that supersedes every concurrent value.
+    pub fn resolve(&self, course_id: String, session: String, cadre_id: String, status: MarkStatus) -> FieldResult<()> {
+        self.with_device(|d| d.resolve(&course_id, &session, &cadre_id, status.into()))
+    }
+
+    /// Exchanges everything with the server this device is enrolled with. `listener`
+    /// hears after every exchange and can cancel; so can `cancel_sync` from another
+    /// thread. Every exchange is saved before the next starts, so a cancel or a cut
+    /// keeps what was exchanged and the next sync goes on from there. Documents the
+    /// server refused are in the report (and in `status`), not an error.
+    #[uniffi::method(default(listener = None))]
+    pub fn sync(&self, listener: Option<Arc<dyn SyncListener>>) -> FieldResult<SyncReport> {
+        self.with_device(|d| {
+            self.cancel.store(false, Ordering::SeqCst);
+            let mut transport = HttpTransport::new(&d.server_url()?).map_err(Error::invalid)?;
+            let cancel = &self.cancel;
+            let mut progress = |p: &dev::SyncProgress| {
+                let go_on = listener.as_ref().is_none_or(|l| l.on_progress(p.into()));
+                go_on && !cancel.load(Ordering::SeqCst)
+            };
+            Ok(d.sync(&mut transport, &mut progress)?.into())
+        })
+    }
+
+    /// Asks the sync in progress, if any, to stop after its current exchange. Returns at
+    /// once; callable from any thread (a Cancel button on the main thread).
+    pub fn cancel_sync(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// How much document data goes in one request and comes back in one response; a
+    /// device on a poor link uses smaller batches so each exchange finishes.
+    pub fn set_batch_limits(&self, request_bytes: u32, response_bytes: u32) {
+        let mut d = self.lock();
+        d.set_batch_limits(request_bytes as usize, response_bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests;
