@@ -30,7 +30,8 @@ use crate::transport::HttpTransport;
 
 /// Told after every exchange of a sync; implemented by the app (a Kotlin `object`, a
 /// Python subclass). It runs on the thread that called `sync`, while the client is busy:
-/// post to the UI from here, do not call the client back (that call would wait forever).
+/// post to the UI from here, and call no method of the client but `cancel_sync` (any
+/// other would wait for the sync that is calling it).
 #[uniffi::export(with_foreign)]
 pub trait SyncListener: Send + Sync {
     /// Returns false to cancel the sync after this exchange (`FieldError::Cancelled`).
