@@ -277,13 +277,16 @@ impl Device {
                 return Err(e);
             }
         };
-        atx.commit_with(CommitOptions::default().with_message(message).with_time(now_millis()));
-        let bytes = doc.save_after(&before);
-        store::append_chunk(&tx, id, &doc, &bytes)?;
-        tx.execute(
-            "UPDATE docs SET dirty = 1, pending = pending + 1 WHERE doc_id = ?1",
-            [id.to_string()],
-        )?;
+        let (hash, _) = atx.commit_with(CommitOptions::default().with_message(message).with_time(now_millis()));
+        // Writing a value the key already holds makes no change: nothing to store or send.
+        if hash.is_some() {
+            let bytes = doc.save_after(&before);
+            store::append_chunk(&tx, id, &doc, &bytes)?;
+            tx.execute(
+                "UPDATE docs SET dirty = 1, pending = pending + 1 WHERE doc_id = ?1",
+                [id.to_string()],
+            )?;
+        }
         project(&tx, &doc)?;
         tx.commit()?;
         Ok(out)

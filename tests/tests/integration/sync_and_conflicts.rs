@@ -237,3 +237,33 @@ fn a_cancelled_sync_stops_cleanly_and_the_next_one_finishes() {
     assert_eq!(a.status().expect("status").pending_changes, 0);
     assert_eq!(server.report(&course.id), a.show_course(&course.id).expect("view"));
 }
+
+#[test]
+fn writing_the_value_a_key_already_holds_adds_no_pending_change() {
+    use sync_core::docs::{self, DocId};
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+    let (course, cadres) = setup_course(&mut a, NAM_HANG, 2, 1);
+    server.sync(&mut a).expect("sync");
+    let unit: sync_core::UnitKey = NAM_HANG.parse().expect("unit");
+    let doc = DocId::attendance(&unit, &course.id, 0);
+    let key = docs::mark_key(&course.sessions[0].id, &cadres[0]);
+    let value = docs::encode(&sync_core::Mark {
+        status: MarkStatus::Late,
+        note: None,
+        periods: None,
+        device: a.device_id().into(),
+        at: 1_764_547_200,
+    });
+    a.write_unchecked(&doc, &key, &value).expect("write");
+    assert_eq!(a.status().expect("status").pending_changes, 1);
+    // The very same value again: automerge makes no change, so nothing is pending or sent.
+    a.write_unchecked(&doc, &key, &value).expect("same write");
+    a.write_unchecked(&doc, &key, &value).expect("same write");
+    assert_eq!(a.status().expect("status").pending_changes, 1);
+    let stats = server.sync(&mut a).expect("sync");
+    assert_eq!(stats.changes_sent, 1);
+    assert_eq!(a.status().expect("status").pending_changes, 0);
+    assert_eq!(server.report(&course.id).marks.len(), 1);
+}
