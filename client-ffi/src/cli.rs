@@ -80,6 +80,11 @@ enum Command {
     },
     /// Marks recorded differently by two devices, waiting for a person to decide.
     Conflicts(Json),
+    /// Syncs carried on USB sticks or SD cards when there is no network at all.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// Decides a conflict with a new mark that supersedes every concurrent value.
     Resolve {
         #[arg(long)]
@@ -186,6 +191,24 @@ enum CourseCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Writes everything the server has not acknowledged into a sealed file, for
+    /// `diemdanh-server bundle import` at a place with a connection.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Applies a file made by `diemdanh-server bundle export --device THIS_DEVICE`.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ShowCommand {
     /// A course: sessions, trainees, marks, conflicts, completion.
     Course {
@@ -203,6 +226,17 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
     let s = serde_json::to_string_pretty(value).map_err(|e| Error::Wire(e.to_string()))?;
     println!("{s}");
     Ok(())
+}
+
+/// Writes through a temporary file, fsync and rename: a stick pulled out mid-write
+/// leaves no half bundle under the final name.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
+    let fail = |e: std::io::Error| Error::invalid(format!("cannot write {}: {e}", path.display()));
+    let tmp = path.with_extension("partial");
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(bytes).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
 }
 
 /// Runs the command; returns the process exit code.
@@ -443,6 +477,35 @@ fn execute(cli: Cli) -> Result<(), Error> {
                     "{} document(s) were refused; the data stays on this device (see `diemdanh status`)",
                     stats.refused.len()
                 )));
+            }
+        }
+        Command::Bundle {
+            command: BundleCommand::Export { out, json },
+        } => {
+            let summary = device.export_bundle()?;
+            write_atomically(&out, &summary.data)?;
+            if json.json {
+                print_json(&summary)?;
+            } else {
+                println!(
+                    "wrote {} ({} bytes, {} document(s), {} change(s)); the next sync checks it arrived",
+                    out.display(),
+                    summary.bytes,
+                    summary.docs,
+                    summary.changes
+                );
+            }
+        }
+        Command::Bundle {
+            command: BundleCommand::Import { file, json },
+        } => {
+            let bytes =
+                std::fs::read(&file).map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
+            let summary = device.import_bundle(&bytes)?;
+            if json.json {
+                print_json(&summary)?;
+            } else {
+                println!("applied {} ({} document(s))", file.display(), summary.docs);
             }
         }
         Command::Show {

@@ -246,6 +246,7 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         let refused = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Refused { .. })).count();
         let out = response.encode();
         store.record_contact(&device.id, now(), req.pending_changes as i64, &req.app_version, bytes_up, out.len() as i64)?;
+        store.set_device_cursor(&device.id, response.cursor as i64)?;
         tracing::info!(device = %device.id, docs_in = req.docs.len(), refused, updates = response.updates.len(), bytes_up, bytes_down = out.len(), "sync");
         Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], out).into_response())
     })

@@ -61,6 +61,32 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Syncs carried on USB sticks or SD cards, for places with no network.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Applies a device's bundle (`diemdanh bundle export`) with the same checks as a sync.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes what a device lacks into a bundle for it (`diemdanh bundle import`).
+    Export {
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +194,40 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             }
             Ok(())
         }
+        Command::Bundle {
+            command: BundleCommand::Import { file, data, json },
+        } => {
+            let bytes = read_bundle(&file)?;
+            let store = open(&data.data)?;
+            let report = crate::bundle::import(&store, &bytes)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "bundle of device {}: {} document(s) accepted, {} refused",
+                    report.device_id,
+                    report.accepted.len(),
+                    report.refused.len()
+                );
+                for (doc, reason) in &report.refused {
+                    println!("refused {doc}: {reason}");
+                }
+            }
+            Ok(())
+        }
+        Command::Bundle {
+            command: BundleCommand::Export { device, out, data },
+        } => {
+            let store = open(&data.data)?;
+            let (bytes, docs) = crate::bundle::export(&store, &device)?;
+            write_file(&out, &bytes)?;
+            println!(
+                "wrote {} ({} bytes, {docs} document(s)) for device {device}",
+                out.display(),
+                bytes.len()
+            );
+            Ok(())
+        }
         Command::Report {
             command: ReportCommand::Course { course_id, data, json },
         } => {
@@ -184,6 +244,31 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             Ok(())
         }
     }
+}
+
+fn read_bundle(path: &Path) -> anyhow_like::Result<Vec<u8>> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| anyhow_like::Error(format!("cannot read {}: {e}", path.display())))?;
+    if meta.len() > sync_core::bundle::MAX_BUNDLE_BYTES as u64 {
+        return Err(anyhow_like::Error(format!(
+            "{} is larger than a bundle can be",
+            path.display()
+        )));
+    }
+    std::fs::read(path).map_err(|e| anyhow_like::Error(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Writes through a temporary file and a rename, so a half-written bundle never exists
+/// under the final name (a USB stick pulled out mid-write).
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow_like::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("partial");
+    let mut f =
+        std::fs::File::create(&tmp).map_err(|e| anyhow_like::Error(format!("cannot write {}: {e}", tmp.display())))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).map_err(|e| anyhow_like::Error(format!("cannot write {}: {e}", path.display())))?;
+    Ok(())
 }
 
 pub fn print_course(r: &CourseReport) {

@@ -2,6 +2,7 @@
 //! before it is accepted, keeps projections for reports, serves the web pages.
 
 pub mod api;
+pub mod bundle;
 pub mod cli;
 pub mod demo;
 pub mod sqlite;

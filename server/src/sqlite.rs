@@ -41,7 +41,10 @@ const MIGRATIONS: &[&[&str]] = &[&[
         at INTEGER NOT NULL, data BLOB NOT NULL
      );",
     sync_core::projection::TABLES_V1,
-]];
+    ],
+    // 2: the cursor each device was last answered with, for server bundles.
+    &["ALTER TABLE devices ADD COLUMN last_cursor INTEGER NOT NULL DEFAULT 0;"],
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -91,11 +94,12 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
         pending_reported: r.get(7)?,
         bytes_up: r.get(8)?,
         bytes_down: r.get(9)?,
+        last_cursor: r.get(10)?,
     })
 }
 
 const DEVICE_COLS: &str =
-    "id, unit, actor, app_version, created_at, revoked_at, last_sync_at, pending_reported, bytes_up, bytes_down";
+    "id, unit, actor, app_version, created_at, revoked_at, last_sync_at, pending_reported, bytes_up, bytes_down, last_cursor";
 
 struct SqliteTx<'a> {
     tx: rusqlite::Transaction<'a>,
@@ -270,6 +274,25 @@ impl Store for SqliteStore {
                 device_row,
             )
             .optional()?)
+    }
+
+    fn device_by_id(&self, device_id: &str) -> StoreResult<Option<(DeviceRow, String)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {DEVICE_COLS}, token_hash FROM devices WHERE id = ?1"),
+                [device_id],
+                |r| Ok((device_row(r)?, r.get(11)?)),
+            )
+            .optional()?)
+    }
+
+    fn set_device_cursor(&self, device_id: &str, cursor: i64) -> StoreResult<()> {
+        self.conn().execute(
+            "UPDATE devices SET last_cursor = MAX(last_cursor, ?2) WHERE id = ?1",
+            params![device_id, cursor],
+        )?;
+        Ok(())
     }
 
     fn revoke_device(&self, device_id: &str, now: i64) -> StoreResult<bool> {

@@ -31,6 +31,7 @@ pub struct DeviceRow {
     pub pending_reported: i64,
     pub bytes_up: i64,
     pub bytes_down: i64,
+    pub last_cursor: i64,
 }
 
 #[derive(Debug)]
@@ -103,6 +104,10 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<Result<String, RedeemError>>;
     fn device_by_token(&self, token_hash: &str) -> StoreResult<Option<DeviceRow>>;
+    /// The device and its token hash (the key of its bundles).
+    fn device_by_id(&self, device_id: &str) -> StoreResult<Option<(DeviceRow, String)>>;
+    /// The cursor the device was last answered with (what a server bundle starts from).
+    fn set_device_cursor(&self, device_id: &str, cursor: i64) -> StoreResult<()>;
     fn revoke_device(&self, device_id: &str, now: i64) -> StoreResult<bool>;
     fn devices(&self) -> StoreResult<Vec<DeviceRow>>;
     fn record_contact(

@@ -82,13 +82,31 @@ pub fn process(tx: &mut dyn DocTx, peer: &Peer, req: &SyncRequest) -> StoreResul
         }
     }
 
-    // Everything in scope that changed since the cursor, oldest first, within budget.
-    let cursor = req.cursor as i64;
+    let budget = RESPONSE_BUDGET.min(req.max_response_bytes.max(1) as usize);
+    let (updates, cursor, more) = updates_since(tx, &peer.unit, req.cursor as i64, &sent, budget)?;
+    Ok(SyncResponse {
+        results,
+        updates,
+        cursor,
+        more,
+    })
+}
+
+/// Everything in the scope of `unit` that changed after `cursor`, oldest first, within
+/// `budget` bytes (at least one document), skipping documents in `sent` (answered
+/// already). Returns the updates, the new cursor and whether more wait.
+pub fn updates_since(
+    tx: &mut dyn DocTx,
+    unit: &UnitKey,
+    cursor: i64,
+    sent: &[String],
+    budget: usize,
+) -> StoreResult<(Vec<DocUpdate>, u64, bool)> {
     let mut updates = Vec::new();
-    let mut budget = RESPONSE_BUDGET.min(req.max_response_bytes.max(1) as usize);
+    let mut budget = budget;
     let mut new_cursor = cursor;
     let mut more = false;
-    for (doc, created, updated) in tx.changed_since(&scope_units(&peer.unit), cursor)? {
+    for (doc, created, updated) in tx.changed_since(&scope_units(unit), cursor)? {
         if sent.contains(&doc) {
             new_cursor = new_cursor.max(updated);
             continue;
@@ -119,12 +137,7 @@ pub fn process(tx: &mut dyn DocTx, peer: &Peer, req: &SyncRequest) -> StoreResul
         // starts from here.
         new_cursor = new_cursor.max(tx.max_seq()?);
     }
-    Ok(SyncResponse {
-        results,
-        updates,
-        cursor: new_cursor.max(0) as u64,
-        more,
-    })
+    Ok((updates, new_cursor.max(0) as u64, more))
 }
 
 fn in_scope(peer: &Peer, id: &DocId) -> bool {
@@ -145,6 +158,36 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
     }
     let stored = tx.load(&id)?;
     let server_heads = stored.as_ref().map(|s| s.doc.get_heads()).unwrap_or_default();
+    if push.data.is_empty() {
+        // A probe after a bundle: has the server got these heads?
+        let Some(stored) = &stored else {
+            return Ok(Ok(DocResult {
+                doc: push.doc.clone(),
+                outcome: Outcome::Missing,
+                heads: vec![],
+                data: vec![],
+            }));
+        };
+        let device_heads = hashes_from_wire(&push.heads);
+        if !device_heads.iter().all(|h| stored.doc.get_change_by_hash(h).is_some()) {
+            return Ok(Ok(DocResult {
+                doc: push.doc.clone(),
+                outcome: Outcome::Missing,
+                heads: hashes_to_wire(&server_heads),
+                data: vec![],
+            }));
+        }
+        let mut data = Vec::new();
+        for c in stored.doc.get_changes(&device_heads) {
+            data.extend_from_slice(c.raw_bytes());
+        }
+        return Ok(Ok(DocResult {
+            doc: push.doc.clone(),
+            outcome: Outcome::Accepted,
+            heads: hashes_to_wire(&server_heads),
+            data,
+        }));
+    }
     let mut candidate = match &stored {
         Some(s) => s.doc.clone(),
         None => Automerge::new(),

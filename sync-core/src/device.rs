@@ -12,6 +12,7 @@ use automerge::{ActorId, Automerge, ChangeHash, ReadDoc, ROOT};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
+use crate::bundle;
 use crate::docs::{self, Contents, DocId, DocKind};
 use crate::error::{Error, Result};
 use crate::model::{check_date, check_id, new_id, Cadre, CourseMeta, Enrolment, HalfDay, Mark, MarkStatus, Session};
@@ -123,6 +124,17 @@ pub struct SyncStats {
     pub changes_sent: u64,
     pub refused: Vec<RefusedEntry>,
     pub seconds: f64,
+}
+
+/// What a bundle export or import carried.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BundleSummary {
+    pub docs: u32,
+    pub changes: u64,
+    pub bytes: u64,
+    /// The sealed bytes (export only).
+    #[serde(skip)]
+    pub data: Vec<u8>,
 }
 
 /// Reported after every exchange of a sync.
@@ -758,24 +770,30 @@ impl Device {
         Ok(stats)
     }
 
-    fn dirty_docs(&self, skip: &HashSet<String>) -> Result<Vec<(String, Vec<u8>)>> {
+    fn dirty_docs(&self, skip: &HashSet<String>) -> Result<Vec<DirtyDoc>> {
         // Course documents before their attendance documents: the server checks marks
         // against the course as it stands after the same request.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT doc_id, server_heads FROM docs WHERE dirty = 1
+            "SELECT doc_id, server_heads, bundled_heads FROM docs WHERE dirty = 1
              ORDER BY CASE kind WHEN 'roster' THEN 0 WHEN 'course' THEN 1 ELSE 2 END, doc_id",
         )?;
-        let rows: Vec<(String, Vec<u8>)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        let rows: Vec<DirtyDoc> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
-        Ok(rows.into_iter().filter(|(d, _)| !skip.contains(d)).collect())
+        Ok(rows.into_iter().filter(|(d, _, _)| !skip.contains(d)).collect())
     }
 
     /// The documents to push in the next request, up to [`BATCH_BYTES`] of data.
     fn collect_pushes(&mut self, skip: &HashSet<String>) -> Result<Vec<(DocPush, usize)>> {
+        self.pushes(skip, self.batch_bytes, true)
+    }
+
+    /// Pushes for dirty documents, up to `budget` bytes of data (at least one). With
+    /// `probe`, a document unchanged since it went out in a bundle is sent as a probe.
+    fn pushes(&mut self, skip: &HashSet<String>, budget: usize, probe: bool) -> Result<Vec<(DocPush, usize)>> {
         let mut out = Vec::new();
         let mut size = 0usize;
-        for (key, server_heads) in self.dirty_docs(skip)? {
+        for (key, server_heads, bundled) in self.dirty_docs(skip)? {
             let id: DocId = key.parse()?;
             let Some(doc) = store::load_doc(&self.conn, &id)? else {
                 continue;
@@ -785,6 +803,16 @@ impl Device {
             if sorted(&heads) == sorted(&base) {
                 self.conn
                     .execute("UPDATE docs SET dirty = 0, pending = 0 WHERE doc_id = ?1", [&key])?;
+                continue;
+            }
+            if probe && !bundled.is_empty() && sorted(&heads_from_blob(&bundled)) == sorted(&heads) {
+                let push = DocPush {
+                    doc: key,
+                    base: hashes_to_wire(&base),
+                    heads: hashes_to_wire(&heads),
+                    data: Vec::new(),
+                };
+                out.push((push, 0));
                 continue;
             }
             let knows_base = base.iter().all(|h| doc.get_change_by_hash(h).is_some());
@@ -798,7 +826,7 @@ impl Device {
                 }
                 (base, data, changes.len())
             };
-            if !out.is_empty() && size + data.len() > self.batch_bytes {
+            if !out.is_empty() && size + data.len() > budget {
                 break;
             }
             size += data.len();
@@ -813,6 +841,83 @@ impl Device {
             ));
         }
         Ok(out)
+    }
+
+    fn token(&self) -> Result<String> {
+        self.meta("token")?.ok_or(Error::NotEnrolled)
+    }
+
+    /// Writes everything the server has not acknowledged into a sealed bundle, for
+    /// carrying to a place with a connection (`diemdanh-server bundle import`). The
+    /// next sync asks whether it arrived instead of sending the same data again.
+    pub fn export_bundle(&mut self) -> Result<BundleSummary> {
+        let token = self.token()?;
+        let pushes = self.pushes(&HashSet::new(), usize::MAX, false)?;
+        let req = SyncRequest {
+            device_id: self.device_id.clone(),
+            cursor: self.meta("cursor")?.and_then(|c| c.parse().ok()).unwrap_or(0),
+            docs: pushes.iter().map(|(p, _)| p.clone()).collect(),
+            pending_changes: self.pending_changes()?,
+            app_version: APP_VERSION.to_string(),
+            batch_id: new_id(),
+            max_response_bytes: 0,
+        };
+        let bytes = bundle::seal(
+            bundle::DEVICE_TO_SERVER,
+            &self.device_id,
+            &bundle::key_from_token(&token),
+            &req.encode(),
+        );
+        let tx = self.conn.transaction()?;
+        for (p, _) in &pushes {
+            let heads = heads_to_blob(&hashes_from_wire(&p.heads));
+            tx.execute(
+                "UPDATE docs SET bundled_heads = ?2 WHERE doc_id = ?1",
+                params![p.doc, heads],
+            )?;
+        }
+        tx.commit()?;
+        Ok(BundleSummary {
+            docs: pushes.len() as u32,
+            changes: pushes.iter().map(|(_, n)| *n as u64).sum(),
+            bytes: bytes.len() as u64,
+            data: bytes,
+        })
+    }
+
+    /// Applies a bundle the server made for this device (`diemdanh-server bundle
+    /// export`): the same updates a sync would have brought.
+    pub fn import_bundle(&mut self, bytes: &[u8]) -> Result<BundleSummary> {
+        let token = self.token()?;
+        let sealed = bundle::unseal(bundle::SERVER_TO_DEVICE, bytes).map_err(|e| Error::invalid(e.to_string()))?;
+        if sealed.device_id != self.device_id {
+            return Err(Error::invalid(format!(
+                "this bundle was made for device {}, not this one ({})",
+                sealed.device_id, self.device_id
+            )));
+        }
+        sealed
+            .verify(&bundle::key_from_token(&token))
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        let resp = SyncResponse::decode(sealed.body).map_err(|e| Error::Wire(e.to_string()))?;
+        let docs = resp.updates.len() as u32;
+        let empty = SyncRequest {
+            device_id: self.device_id.clone(),
+            cursor: 0,
+            docs: Vec::new(),
+            pending_changes: 0,
+            app_version: String::new(),
+            batch_id: String::new(),
+            max_response_bytes: 0,
+        };
+        let mut stats = SyncStats::default();
+        self.apply_response(&empty, resp, &mut stats, &mut HashSet::new())?;
+        Ok(BundleSummary {
+            docs,
+            changes: 0,
+            bytes: bytes.len() as u64,
+            data: Vec::new(),
+        })
     }
 
     fn apply_response(
@@ -841,6 +946,10 @@ impl Device {
                     stats.docs_sent += 1;
                     merge_into(&tx, &id, &actor, &result.data, &server_heads)?;
                 }
+                Outcome::Missing => {
+                    // The bundle has not arrived: send the data in the next exchange.
+                    tx.execute("UPDATE docs SET bundled_heads = x'' WHERE doc_id = ?1", [&result.doc])?;
+                }
                 Outcome::Refused { reason, keys } => {
                     let entry =
                         rebuild_after_refusal(&tx, &id, &actor, push, &result.data, &server_heads, &reason, &keys)?;
@@ -856,11 +965,18 @@ impl Device {
             stats.docs_received += 1;
             merge_into(&tx, &id, &actor, &update.data, &hashes_from_wire(&update.heads))?;
         }
-        store::set_meta(&tx, "cursor", &resp.cursor.to_string())?;
+        // A bundle may be older than what the device already has: never move back.
+        let current: u64 = store::get_meta(&tx, "cursor")?
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        store::set_meta(&tx, "cursor", &resp.cursor.max(current).to_string())?;
         tx.commit()?;
         Ok(())
     }
 }
+
+/// A document with unsent changes: (id, server heads, heads last put in a bundle).
+type DirtyDoc = (String, Vec<u8>, Vec<u8>);
 
 fn sorted(heads: &[ChangeHash]) -> Vec<ChangeHash> {
     let mut v = heads.to_vec();

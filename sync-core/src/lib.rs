@@ -5,6 +5,7 @@
 //! reached by a network.** A transport is a trait ([`protocol::Transport`]) the caller
 //! implements; the server uses the same message types and document rules.
 
+pub mod bundle;
 pub mod device;
 pub mod docs;
 pub mod error;

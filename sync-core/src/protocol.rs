@@ -49,7 +49,8 @@ pub struct DocPush {
     /// The device's heads once these changes are applied.
     pub heads: Vec<Hash>,
     /// A whole saved document when `base` is empty (automerge's compact columnar form),
-    /// else the changes after `base`.
+    /// else the changes after `base`. Empty for a probe: "do you have `heads`?", sent
+    /// for a document carried in a bundle since the last sync.
     pub data: Vec<u8>,
 }
 
@@ -62,6 +63,9 @@ pub enum Outcome {
         reason: String,
         keys: Vec<String>,
     },
+    /// The push was a probe (no data, sent after a bundle) and the server lacks some of
+    /// its heads: the bundle has not arrived, send the data.
+    Missing,
 }
 
 /// The server's answer for one pushed document.

@@ -56,6 +56,9 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[
         id INTEGER PRIMARY KEY, at INTEGER NOT NULL, ok INTEGER NOT NULL, requests INTEGER NOT NULL,
         bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL, message TEXT
      );"],
+    // 3: the heads of each document as last exported in a bundle, so the next sync can
+    // ask whether the bundle arrived instead of sending the data again.
+    &["ALTER TABLE docs ADD COLUMN bundled_heads BLOB NOT NULL DEFAULT x'';"],
 ];
 
 pub fn open_connection(path: &Path) -> Result<Connection> {

@@ -301,3 +301,120 @@ fn the_command_contract_works_end_to_end() {
         ],
     );
 }
+
+#[test]
+fn bundles_carry_a_sync_both_ways_through_the_commands() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("server");
+    let data_s = data.to_str().expect("utf8");
+    let (server, url) = start_server(&data);
+    let out = server_cmd(&["enroll-code", "--data", data_s, "--unit", NAM_HANG]);
+    let code = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("code")
+        .trim()
+        .to_string();
+    let a = dir.path().join("a");
+    ok_json(&a, &["enroll", "--server", &url, "--code", &code]);
+    drop(server); // From here on there is no network at all.
+
+    let cadre = ok_json(
+        &a,
+        &[
+            "cadre",
+            "add",
+            "--unit",
+            NAM_HANG,
+            "--name",
+            "Giàng A Pao",
+            "--gender",
+            "male",
+            "--birth-year",
+            "1988",
+            "--json",
+        ],
+    )["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let course = ok_json(
+        &a,
+        &[
+            "course",
+            "create",
+            "--unit",
+            NAM_HANG,
+            "--title",
+            "Lớp xa",
+            "--sessions",
+            "2026-12-01",
+            "--json",
+        ],
+    )["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    ok_json(&a, &["course", "enrol", "--course", &course, "--cadre", &cadre]);
+    ok_json(
+        &a,
+        &[
+            "mark",
+            "--course",
+            &course,
+            "--session",
+            "2026-12-01",
+            "--all",
+            "--status",
+            "present",
+        ],
+    );
+    let stick = dir.path().join("usb-to-district.ddb");
+    let summary = ok_json(
+        &a,
+        &["bundle", "export", "--out", stick.to_str().expect("utf8"), "--json"],
+    );
+    assert_eq!(summary["docs"], 3);
+
+    let out = server_cmd(&[
+        "bundle",
+        "import",
+        stick.to_str().expect("utf8"),
+        "--data",
+        data_s,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let imported: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(imported["accepted"].as_array().expect("array").len(), 3);
+    let report = server_cmd(&["report", "course", &course, "--data", data_s, "--json"]);
+    let report: Value = serde_json::from_slice(&report.stdout).expect("json");
+    assert_eq!(report, ok_json(&a, &["show", "course", &course, "--json"]));
+
+    let device = ok_json(&a, &["status", "--json"])["device_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let back = dir.path().join("usb-to-commune.dds");
+    let out = server_cmd(&[
+        "bundle",
+        "export",
+        "--device",
+        &device,
+        "--out",
+        back.to_str().expect("utf8"),
+        "--data",
+        data_s,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let applied = ok_json(&a, &["bundle", "import", back.to_str().expect("utf8"), "--json"]);
+    assert!(applied["docs"].as_u64().is_some());
+    // A damaged file is refused with a clear message and changes nothing.
+    let mut bytes = std::fs::read(&stick).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&stick, &bytes).expect("write");
+    let out = server_cmd(&["bundle", "import", stick.to_str().expect("utf8"), "--data", data_s]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("altered"));
+}

@@ -1,6 +1,7 @@
 //! Cross-crate integration tests: real servers on loopback port 0, real SQLite files,
 //! devices as library clients and through the command line. One binary, many modules.
 
+mod bundles;
 mod cli;
 mod common;
 mod scope_and_refusals;

@@ -1,0 +1,118 @@
+//! Bundles on the server: a device's sync carried on a USB stick or SD card, applied
+//! with the same checks as a sync (`sync::process`), and the reverse, what a device
+//! lacks, written for carrying back. See `sync_core::bundle` for the sealed format.
+
+use serde::Serialize;
+use sync_core::bundle::{self, BundleError};
+use sync_core::protocol::{Outcome, SyncRequest, SyncResponse};
+use sync_core::units::UnitKey;
+
+use crate::api::now;
+use crate::store::{Store, StoreError};
+use crate::sync::{process, updates_since, Peer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleFailure {
+    #[error("{0}")]
+    Bundle(#[from] BundleError),
+    #[error("no device {0} is enrolled on this server")]
+    UnknownDevice(String),
+    #[error("device {0} has been revoked; its bundle is not applied")]
+    Revoked(String),
+    #[error("the bundle's contents do not decode: {0}")]
+    Body(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub device_id: String,
+    pub accepted: Vec<String>,
+    pub refused: Vec<(String, String)>,
+}
+
+fn peer_for(store: &dyn Store, device_id: &str) -> Result<(Peer, [u8; 32]), BundleFailure> {
+    let (device, token_hash) = store
+        .device_by_id(device_id)?
+        .ok_or_else(|| BundleFailure::UnknownDevice(device_id.to_string()))?;
+    if device.revoked_at.is_some() {
+        return Err(BundleFailure::Revoked(device.id));
+    }
+    let key = bundle::key_from_token_hash(&token_hash).ok_or(BundleError::BadSeal)?;
+    let unit: UnitKey = device
+        .unit
+        .parse()
+        .map_err(|_| BundleFailure::Body("device unit".into()))?;
+    let actor = automerge::ActorId::from(hex::decode(&device.actor).unwrap_or_default());
+    Ok((
+        Peer {
+            device_id: device.id,
+            unit,
+            actor,
+        },
+        key,
+    ))
+}
+
+/// Verifies and applies a device bundle.
+pub fn import(store: &dyn Store, bytes: &[u8]) -> Result<ImportReport, BundleFailure> {
+    let sealed = bundle::unseal(bundle::DEVICE_TO_SERVER, bytes)?;
+    let (peer, key) = peer_for(store, &sealed.device_id)?;
+    sealed.verify(&key)?;
+    let req = SyncRequest::decode(sealed.body).map_err(|e| BundleFailure::Body(e.to_string()))?;
+    if req.device_id != peer.device_id {
+        return Err(BundleFailure::Body("the request inside names another device".into()));
+    }
+    let mut response = None;
+    store.write(&mut |tx| {
+        response = Some(process(tx, &peer, &req)?);
+        Ok(())
+    })?;
+    let response = response.ok_or_else(|| BundleFailure::Body("no response".into()))?;
+    store.record_contact(
+        &peer.device_id,
+        now(),
+        req.pending_changes as i64,
+        &req.app_version,
+        bytes.len() as i64,
+        0,
+    )?;
+    let mut report = ImportReport {
+        device_id: peer.device_id,
+        accepted: Vec::new(),
+        refused: Vec::new(),
+    };
+    for r in response.results {
+        match r.outcome {
+            Outcome::Refused { reason, .. } => report.refused.push((r.doc, reason)),
+            _ => report.accepted.push(r.doc),
+        }
+    }
+    Ok(report)
+}
+
+/// What the device lacks since the cursor it was last answered with, sealed for it.
+pub fn export(store: &dyn Store, device_id: &str) -> Result<(Vec<u8>, usize), BundleFailure> {
+    let (peer, key) = peer_for(store, device_id)?;
+    let (device, _) = store
+        .device_by_id(device_id)?
+        .ok_or_else(|| BundleFailure::UnknownDevice(device_id.into()))?;
+    let mut response = None;
+    store.write(&mut |tx| {
+        let (updates, cursor, more) = updates_since(tx, &peer.unit, device.last_cursor, &[], usize::MAX)?;
+        response = Some(SyncResponse {
+            results: Vec::new(),
+            updates,
+            cursor,
+            more,
+        });
+        Ok(())
+    })?;
+    let response = response.ok_or_else(|| BundleFailure::Body("no response".into()))?;
+    let docs = response.updates.len();
+    Ok((
+        bundle::seal(bundle::SERVER_TO_DEVICE, &peer.device_id, &key, &response.encode()),
+        docs,
+    ))
+}
