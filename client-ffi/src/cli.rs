@@ -72,7 +72,13 @@ enum Command {
         note: Option<String>,
     },
     /// Exchanges everything with the server.
-    Sync(Json),
+    Sync {
+        /// Retries of an exchange that gets no answer, with capped exponential backoff.
+        #[arg(long, default_value_t = 3)]
+        retries: u32,
+        #[command(flatten)]
+        json: Json,
+    },
     /// Shows a record.
     Show {
         #[command(subcommand)]
@@ -237,6 +243,14 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
     f.write_all(bytes).map_err(fail)?;
     f.sync_all().map_err(fail)?;
     std::fs::rename(&tmp, path).map_err(fail)
+}
+
+fn human_bytes(n: u64) -> String {
+    if n < 10_000 {
+        format!("{n} B")
+    } else {
+        format!("{:.1} KB", n as f64 / 1000.0)
+    }
 }
 
 /// Runs the command; returns the process exit code.
@@ -438,33 +452,50 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 println!("saved");
             }
         }
-        Command::Sync(j) => {
+        Command::Sync { retries, json: j } => {
             let mut t = transport(&device, None)?;
-            let quiet = j.json;
+            device.set_retry(sync_core::device::RetryPolicy {
+                retries,
+                ..Default::default()
+            });
+            // Drawn only when stderr is a terminal; scripts and --json see the summary alone.
+            let bar = if j.json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} sync {elapsed} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar.set_message("connecting");
             let mut progress = |p: &SyncProgress| {
-                if !quiet {
-                    eprint!(
-                        "\rsync: {} request(s), {} B up, {} B down, {} document(s) left   ",
-                        p.stats.requests, p.stats.bytes_up, p.stats.bytes_down, p.docs_left
-                    );
-                    let _ = std::io::stderr().flush();
-                }
+                bar.set_message(format!(
+                    "↑ {} ↓ {} · {} document(s) sent, {} received · {} change(s) · {} left · {} request(s)",
+                    human_bytes(p.stats.bytes_up),
+                    human_bytes(p.stats.bytes_down),
+                    p.stats.docs_sent,
+                    p.stats.docs_received,
+                    p.stats.changes_sent,
+                    p.docs_left,
+                    p.stats.requests
+                ));
                 true
             };
             let result = device.sync(&mut t, &mut progress);
-            if !quiet {
-                eprintln!();
-            }
+            bar.finish_and_clear();
             let stats = result?;
             if j.json {
                 print_json(&stats)?;
             } else {
                 println!(
-                    "synced: {} request(s), {} B up, {} B down, {} document(s) sent, {} received, {:.2} s",
+                    "synced: {} request(s), {} up, {} down, {} document(s) sent ({} change(s)), {} received, {:.2} s",
                     stats.requests,
-                    stats.bytes_up,
-                    stats.bytes_down,
+                    human_bytes(stats.bytes_up),
+                    human_bytes(stats.bytes_down),
                     stats.docs_sent,
+                    stats.changes_sent,
                     stats.docs_received,
                     stats.seconds
                 );

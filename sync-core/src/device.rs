@@ -122,6 +122,8 @@ pub struct SyncStats {
     pub docs_sent: u32,
     pub docs_received: u32,
     pub changes_sent: u64,
+    /// Exchanges repeated after getting no answer.
+    pub retries: u32,
     pub refused: Vec<RefusedEntry>,
     pub seconds: f64,
 }
@@ -152,6 +154,61 @@ pub struct Device {
     actor: ActorId,
     batch_bytes: usize,
     response_bytes: u32,
+    retry: RetryPolicy,
+}
+
+/// How a sync retries an exchange that got no answer: capped exponential backoff with
+/// full jitter, so a hall of tablets that lose the same cell do not retry in step.
+/// Every exchange is idempotent, so repeating one is safe.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0: fail at once).
+    pub retries: u32,
+    pub base: std::time::Duration,
+    pub cap: std::time::Duration,
+    /// How to wait; tests pass one that records instead of sleeping.
+    pub sleep: std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>,
+}
+
+impl std::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("retries", &self.retries)
+            .field("base", &self.base)
+            .field("cap", &self.cap)
+            .finish()
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 3,
+            base: std::time::Duration::from_millis(500),
+            cap: std::time::Duration::from_secs(30),
+            sleep: std::sync::Arc::new(std::thread::sleep),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn none() -> Self {
+        RetryPolicy {
+            retries: 0,
+            ..Default::default()
+        }
+    }
+
+    /// The wait before retry `attempt` (1-based): uniform in [0, min(cap, base * 2^(attempt-1))].
+    pub fn delay(&self, attempt: u32) -> std::time::Duration {
+        use rand::Rng;
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.cap);
+        let ms = ceiling.as_millis() as u64;
+        std::time::Duration::from_millis(if ms == 0 { 0 } else { rand::rng().random_range(0..=ms) })
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -191,6 +248,7 @@ impl Device {
             actor,
             batch_bytes: BATCH_BYTES,
             response_bytes: RESPONSE_BYTES,
+            retry: RetryPolicy::default(),
         })
     }
 
@@ -199,6 +257,11 @@ impl Device {
     pub fn set_batch_limits(&mut self, request_bytes: usize, response_bytes: u32) {
         self.batch_bytes = request_bytes.max(1);
         self.response_bytes = response_bytes.max(1);
+    }
+
+    /// Sets how a sync retries an exchange that got no answer.
+    pub fn set_retry(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
     }
 
     pub fn device_id(&self) -> &str {
@@ -727,9 +790,7 @@ impl Device {
                 stats.requests += 1;
                 stats.bytes_up += body.len() as u64;
                 stats.changes_sent += pushes.iter().map(|(_, n)| *n as u64).sum::<u64>();
-                let reply = transport
-                    .post(protocol::SYNC_PATH, protocol::CONTENT_TYPE, Some(&token), body)
-                    .map_err(Error::Offline)?;
+                let reply = self.post_with_retry(transport, &token, body, &mut stats)?;
                 stats.bytes_down += reply.body.len() as u64;
                 if reply.status != 200 {
                     return Err(error_from_reply(&reply));
@@ -768,6 +829,31 @@ impl Device {
         result?;
         store::set_meta(&self.conn, "last_sync", &format_time(now_secs()))?;
         Ok(stats)
+    }
+
+    /// Sends one exchange, retrying with backoff while nothing comes back. An answer,
+    /// even an error status, ends the retries: the server has spoken.
+    fn post_with_retry(
+        &self,
+        transport: &mut dyn Transport,
+        token: &str,
+        body: Vec<u8>,
+        stats: &mut SyncStats,
+    ) -> Result<protocol::Reply> {
+        let mut attempt = 0;
+        loop {
+            match transport.post(protocol::SYNC_PATH, protocol::CONTENT_TYPE, Some(token), body.clone()) {
+                Ok(reply) => return Ok(reply),
+                Err(e) if attempt >= self.retry.retries => return Err(Error::Offline(e)),
+                Err(_) => {
+                    attempt += 1;
+                    stats.retries += 1;
+                    (self.retry.sleep)(self.retry.delay(attempt));
+                    stats.bytes_up += body.len() as u64;
+                    stats.requests += 1;
+                }
+            }
+        }
     }
 
     fn dirty_docs(&self, skip: &HashSet<String>) -> Result<Vec<DirtyDoc>> {
@@ -1118,4 +1204,29 @@ fn project_doc_lenient(tx: &Transaction<'_>, id: &DocId, doc: &Automerge) -> Res
 
 fn write_projection(tx: &Transaction<'_>, id: &DocId, contents: &Contents) -> Result<()> {
     Ok(projection::write(tx, id, contents, false)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::RetryPolicy;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_up_to_the_cap() {
+        let p = RetryPolicy {
+            retries: 10,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            ..Default::default()
+        };
+        for _ in 0..200 {
+            assert!(p.delay(1) <= Duration::from_millis(100));
+            assert!(p.delay(3) <= Duration::from_millis(400));
+            assert!(p.delay(30) <= Duration::from_secs(1), "capped");
+        }
+        // Jitter: the waits are spread, not all equal.
+        let waits: std::collections::BTreeSet<_> = (0..50).map(|_| p.delay(5)).collect();
+        assert!(waits.len() > 10);
+    }
 }

@@ -119,6 +119,18 @@ impl World {
     }
 }
 
+/// One retry with no real wait: schedules exercise both a retried exchange and a sync
+/// that gives up, without sleeping.
+fn open_device(home: &Path) -> Device {
+    let mut d = Device::open(home).expect("device");
+    d.set_retry(sync_core::device::RetryPolicy {
+        retries: 1,
+        sleep: Arc::new(|_| {}),
+        ..Default::default()
+    });
+    d
+}
+
 fn home(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("device-{i}"))
 }
@@ -129,6 +141,7 @@ struct Exercised {
     faults: u32,
     faulty_syncs_ok: u32,
     syncs_cut: u32,
+    retries: u32,
     server_restarts: u32,
     conflicts_at_end: u32,
 }
@@ -165,7 +178,7 @@ fn run_schedule(seed: u64) -> Exercised {
                 i64::MAX / 2,
             )
             .expect("code");
-        let mut d = Device::open(&home(&dir, i)).expect("device");
+        let mut d = open_device(&home(&dir, i));
         d.enroll(&mut world.transport(false), "inproc", &code).expect("enrol");
         world.devices.push(d);
     }
@@ -258,6 +271,7 @@ fn run_schedule(seed: u64) -> Exercised {
                 ex.faults += t.log.iter().filter(|f| **f != Fault::None).count() as u32;
                 match outcome {
                     Ok(stats) => {
+                        ex.retries += stats.retries;
                         if t.log.iter().any(|f| *f != Fault::None) {
                             ex.faulty_syncs_ok += 1;
                         }
@@ -278,7 +292,7 @@ fn run_schedule(seed: u64) -> Exercised {
                 ex.server_restarts += 1;
             }
             95..=97 => {
-                let reopened = Device::open(&home(&dir, d)).expect("reopen device");
+                let reopened = open_device(&home(&dir, d));
                 world.devices[d] = reopened;
             }
             _ => {}
@@ -358,6 +372,7 @@ fn seeded_schedules_with_faults_converge_exactly_once() {
         total.faults += ex.faults;
         total.faulty_syncs_ok += ex.faulty_syncs_ok;
         total.syncs_cut += ex.syncs_cut;
+        total.retries += ex.retries;
         total.server_restarts += ex.server_restarts;
         total.conflicts_at_end += ex.conflicts_at_end;
     }

@@ -180,7 +180,22 @@ fn sync_with_no_server_fails_plainly_and_keeps_everything() {
     let url = server.url.clone();
     server.stop();
     let mut t = diemdanh::HttpTransport::new(&url).expect("transport");
+    let waits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = waits.clone();
+    a.set_retry(sync_core::device::RetryPolicy {
+        retries: 3,
+        base: std::time::Duration::from_millis(200),
+        cap: std::time::Duration::from_millis(500),
+        sleep: std::sync::Arc::new(move |d| recorded.lock().expect("lock").push(d)),
+    });
     let err = a.sync(&mut t, &mut |_| true).expect_err("no server");
+    let waits = waits.lock().expect("lock").clone();
+    assert_eq!(waits.len(), 3, "three retries, then give up");
+    assert!(waits[0] <= std::time::Duration::from_millis(200));
+    assert!(
+        waits.iter().all(|w| *w <= std::time::Duration::from_millis(500)),
+        "{waits:?}"
+    );
     assert!(matches!(err, sync_core::Error::Offline(_)), "{err:?}");
     assert!(err.to_string().contains("cannot reach the server"));
     assert_eq!(a.status().expect("status").pending_changes, pending);
@@ -266,4 +281,35 @@ fn writing_the_value_a_key_already_holds_adds_no_pending_change() {
     assert_eq!(stats.changes_sent, 1);
     assert_eq!(a.status().expect("status").pending_changes, 0);
     assert_eq!(server.report(&course.id).marks.len(), 1);
+}
+
+#[test]
+fn an_exchange_that_gets_no_answer_is_retried_and_the_sync_completes() {
+    use diemdanh_tests::{Fault, InProcessTransport};
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+    let (course, _) = setup_course(&mut a, NAM_HANG, 3, 1);
+    a.mark_all(&course.id, &course.sessions[0].id, MarkStatus::Present)
+        .expect("mark");
+    a.set_retry(sync_core::device::RetryPolicy {
+        retries: 3,
+        sleep: std::sync::Arc::new(|_| {}),
+        ..Default::default()
+    });
+    let rt = std::sync::Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt"),
+    );
+    let store: std::sync::Arc<dyn diemdanh_server::Store> = std::sync::Arc::new(server.store());
+    let mut t = InProcessTransport::new(store, rt);
+    let mut faults = vec![Fault::DropRequest, Fault::DropResponse].into_iter();
+    t.next_fault = Box::new(move || faults.next().unwrap_or(Fault::None));
+    let stats = a.sync(&mut t, &mut |_| true).expect("sync rides out two losses");
+    assert_eq!(stats.retries, 2);
+    assert_eq!(server.report(&course.id), a.show_course(&course.id).expect("view"));
+    let (logged, distinct) = server_change_counts(&server);
+    assert_eq!(logged, distinct, "the repeated exchange applied nothing twice");
 }
