@@ -2,6 +2,7 @@
 //! (axum on a real loopback socket, port 0, its own SQLite store in a temp folder) and
 //! devices as library clients over the real HTTP transport.
 
+pub mod netem;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 mod bundles;
 mod cli;
 mod common;
+mod netem;
 mod scope_and_refusals;
 mod simulation;
 mod sync_and_conflicts;
