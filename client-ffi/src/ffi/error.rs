@@ -5,8 +5,8 @@
 //! officer to the administrator (`Unauthorized`), show the enrolment screen
 //! (`NotEnrolled`), show the server's reason (`Refused`), say the sync stopped
 //! (`Cancelled`), tell the officer the tablet's storage failed (`Storage`), ask for
-//! other input (`InvalidInput`). `Internal` is a bug in this library, a panic caught at
-//! the boundary. Texts carry ids, keys and rule names only: no name or ethnicity, and no
+//! other input (`InvalidInput`). `Internal` is a bug: a panic in this library caught at
+//! the boundary, or an app's sync listener that threw. Texts carry ids, keys and rule names only: no name or ethnicity, and no
 //! driver dump (SQLite's or the HTTP client's own messages stay inside).
 
 use sync_core::Error;
@@ -36,9 +36,20 @@ pub enum FieldError {
     /// The input breaks a rule, or names a record this device does not hold.
     #[error("{reason}")]
     InvalidInput { reason: String },
-    /// A bug in this library (a panic caught at the boundary). Data saved before it is kept.
+    /// A bug: a panic in this library caught at the boundary, or an exception thrown by
+    /// the app's own `SyncListener`. Data saved before it is kept.
     #[error("internal error: {reason}")]
     Internal { reason: String },
+}
+
+/// The app's `SyncListener` threw something other than a `FieldError`. Its text (an app
+/// exception, maybe a stack) is not passed on.
+impl From<uniffi::UnexpectedUniFFICallbackError> for FieldError {
+    fn from(_: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        FieldError::Internal {
+            reason: "the app's sync listener failed; the sync stopped there, and every exchange before is kept".into(),
+        }
+    }
 }
 
 pub type FieldResult<T> = Result<T, FieldError>;

@@ -35,7 +35,9 @@ use crate::transport::HttpTransport;
 #[uniffi::export(with_foreign)]
 pub trait SyncListener: Send + Sync {
     /// Returns false to cancel the sync after this exchange (`FieldError::Cancelled`).
-    fn on_progress(&self, progress: SyncProgress) -> bool;
+    /// If it throws, the sync stops there too and throws `FieldError::Internal` (also when
+    /// that exchange was the last).
+    fn on_progress(&self, progress: SyncProgress) -> FieldResult<bool>;
 }
 
 /// One device: its store in a home folder, enrolled with one server.
@@ -84,6 +86,39 @@ impl FieldClient {
                 unit: resp.unit,
             })
         })
+    }
+
+    /// `sync` over the transport `connect` makes for the enrolled server's URL (the tests
+    /// use one with no network).
+    fn sync_with(
+        &self,
+        listener: Option<Arc<dyn SyncListener>>,
+        connect: impl FnOnce(&str) -> sync_core::Result<Box<dyn Transport>>,
+    ) -> FieldResult<SyncReport> {
+        let mut listener_failed = None;
+        let result = self.with_device(|d| {
+            self.cancel.store(false, Ordering::SeqCst);
+            let mut transport = connect(&d.server_url()?)?;
+            let cancel = &self.cancel;
+            let mut progress = |p: &dev::SyncProgress| {
+                let go_on = match listener.as_ref().map(|l| l.on_progress(p.into())) {
+                    None | Some(Ok(true)) => true,
+                    Some(Ok(false)) => false,
+                    Some(Err(e)) => {
+                        listener_failed = Some(e);
+                        false
+                    }
+                };
+                go_on && !cancel.load(Ordering::SeqCst)
+            };
+            Ok(d.sync(transport.as_mut(), &mut progress)?.into())
+        });
+        match (result, listener_failed) {
+            // The listener threw: say so, rather than `Cancelled` (the sync stopped there)
+            // or success (that was the last exchange), so the app's bug is not hidden.
+            (Ok(_) | Err(FieldError::Cancelled), Some(e)) => Err(e),
+            (result, _) => result,
+        }
     }
 }
 
@@ -212,15 +247,8 @@ impl FieldClient {
     /// server refused are in the report (and in `status`), not an error.
     #[uniffi::method(default(listener = None))]
     pub fn sync(&self, listener: Option<Arc<dyn SyncListener>>) -> FieldResult<SyncReport> {
-        self.with_device(|d| {
-            self.cancel.store(false, Ordering::SeqCst);
-            let mut transport = HttpTransport::new(&d.server_url()?).map_err(Error::invalid)?;
-            let cancel = &self.cancel;
-            let mut progress = |p: &dev::SyncProgress| {
-                let go_on = listener.as_ref().is_none_or(|l| l.on_progress(p.into()));
-                go_on && !cancel.load(Ordering::SeqCst)
-            };
-            Ok(d.sync(&mut transport, &mut progress)?.into())
+        self.sync_with(listener, |url| {
+            Ok(Box::new(HttpTransport::new(url).map_err(Error::invalid)?))
         })
     }
 

@@ -4,26 +4,76 @@
 
 use std::sync::Arc;
 
-use sync_core::protocol::{EnrollResponse, Reply, Transport};
+use sync_core::protocol::{
+    DocResult, EnrollResponse, Outcome, Reply, SyncRequest, SyncResponse, Transport, ENROLL_PATH, SYNC_PATH,
+};
 
 use super::*;
 
 const NAM_HANG: &str = "2025:03434";
 const NAME: &str = "Lò Thị Hoa";
 
-/// Answers any request the way the enrolment endpoint answers a good code.
-struct EnrolOnly;
+/// Answers like the server: enrolment with a good code, and a sync that accepts every
+/// pushed document and has nothing new to send.
+struct FakeServer;
 
-impl Transport for EnrolOnly {
-    fn post(&mut self, _: &str, _: &str, _: Option<&str>, _: Vec<u8>) -> Result<Reply, String> {
-        let body = serde_json::to_vec(&EnrollResponse {
-            device_id: "dev".into(),
-            unit: NAM_HANG.into(),
-            token: "secret".into(),
-        })
-        .map_err(|e| e.to_string())?;
+impl Transport for FakeServer {
+    fn post(&mut self, path: &str, _: &str, _: Option<&str>, body: Vec<u8>) -> Result<Reply, String> {
+        let body = match path {
+            ENROLL_PATH => serde_json::to_vec(&EnrollResponse {
+                device_id: "dev".into(),
+                unit: NAM_HANG.into(),
+                token: "secret".into(),
+            })
+            .map_err(|e| e.to_string())?,
+            SYNC_PATH => {
+                let req = SyncRequest::decode(&body).map_err(|e| e.to_string())?;
+                SyncResponse {
+                    results: req
+                        .docs
+                        .into_iter()
+                        .map(|push| DocResult {
+                            doc: push.doc,
+                            outcome: Outcome::Accepted,
+                            heads: push.heads,
+                            data: vec![],
+                        })
+                        .collect(),
+                    updates: vec![],
+                    cursor: 1,
+                    more: false,
+                }
+                .encode()
+            }
+            _ => return Err(format!("no route {path}")),
+        };
         Ok(Reply { status: 200, body })
     }
+}
+
+fn fake(_: &str) -> sync_core::Result<Box<dyn Transport>> {
+    Ok(Box::new(FakeServer))
+}
+
+/// A listener that answers `answer(call number)`, counting from 1.
+struct Listener<F: Fn(usize) -> FieldResult<bool> + Send + Sync> {
+    calls: std::sync::Mutex<Vec<SyncProgress>>,
+    answer: F,
+}
+
+impl<F: Fn(usize) -> FieldResult<bool> + Send + Sync> SyncListener for Listener<F> {
+    fn on_progress(&self, progress: SyncProgress) -> FieldResult<bool> {
+        let mut calls = self.calls.lock().expect("calls");
+        calls.push(progress);
+        (self.answer)(calls.len())
+    }
+}
+
+fn listener<F: Fn(usize) -> FieldResult<bool> + Send + Sync + 'static>(answer: F) -> Arc<Listener<F>> {
+    Arc::new(Listener {
+        calls: std::sync::Mutex::new(vec![]),
+        answer,
+    })
 }
 
 fn open(dir: &tempfile::TempDir) -> Arc<FieldClient> {
@@ -33,7 +83,7 @@ fn open(dir: &tempfile::TempDir) -> Arc<FieldClient> {
 fn enrolled(dir: &tempfile::TempDir) -> Arc<FieldClient> {
     let client = open(dir);
     let e = client
-        .enroll_with(&mut EnrolOnly, "http://127.0.0.1:9", "code")
+        .enroll_with(&mut FakeServer, "http://127.0.0.1:9", "code")
         .expect("enrol");
     assert_eq!(e.unit, NAM_HANG);
     client
@@ -223,4 +273,67 @@ fn a_session_added_later_is_shown() {
     assert_eq!(view.sessions.len(), 2);
     let shown = view.sessions.iter().find(|x| x.id == added.id).expect("added");
     assert_eq!(shown.half_day, Some(HalfDay::Afternoon));
+}
+
+/// Three documents with changes (roster, course, attendance), sent one per request.
+fn three_dirty_documents(client: &FieldClient) -> String {
+    let hoa = client.add_cadre(NAM_HANG.into(), cadre(NAME, 1994)).expect("cadre");
+    let created = client
+        .create_course(NAM_HANG.into(), course("Lớp"), vec![session("2026-12-01")])
+        .expect("course");
+    client
+        .enrol_trainees(created.id.clone(), vec![hoa.clone()])
+        .expect("enrol");
+    client
+        .mark(created.id.clone(), "2026-12-01".into(), hoa, MarkStatus::Present, None)
+        .expect("mark");
+    client.set_batch_limits(1, 1024 * 1024);
+    created.id
+}
+
+#[test]
+fn a_cancelled_sync_keeps_what_was_sent_and_the_next_one_finishes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let client = enrolled(&dir);
+    let course = three_dirty_documents(&client);
+    let before = client.status().expect("status").pending_changes;
+
+    let stop_at_first = listener(|_| Ok(false));
+    let result = client.sync_with(Some(stop_at_first.clone()), fake);
+    assert_eq!(result, Err(FieldError::Cancelled));
+    assert_eq!(stop_at_first.calls.lock().expect("calls").len(), 1);
+    let after = client.status().expect("status").pending_changes;
+    assert!(0 < after && after < before, "{before} -> {after}");
+
+    // cancel_sync from another thread while the sync runs (here: during the listener's call).
+    let c2 = Arc::clone(&client);
+    let button = listener(move |_| {
+        let c3 = Arc::clone(&c2);
+        std::thread::spawn(move || c3.cancel_sync()).join().expect("thread");
+        Ok(true)
+    });
+    assert_eq!(client.sync_with(Some(button), fake), Err(FieldError::Cancelled));
+
+    let report = client.sync_with(None, fake).expect("sync");
+    assert!(report.requests >= 1 && report.bytes_up > 0, "{report:?}");
+    let status = client.status().expect("status");
+    assert_eq!(status.pending_changes, 0);
+    assert!(status.last_sync.is_some());
+    assert_eq!(client.show_course(course).expect("show").marks.len(), 1);
+}
+
+#[test]
+fn a_listener_that_throws_stops_the_sync_with_internal() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let client = enrolled(&dir);
+    three_dirty_documents(&client);
+    let throws = listener(|_| {
+        Err(uniffi::UnexpectedUniFFICallbackError::new("java.lang.IllegalStateException: app bug").into())
+    });
+    match client.sync_with(Some(throws), fake) {
+        Err(FieldError::Internal { reason }) => assert!(!reason.contains("app bug"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    client.sync_with(None, fake).expect("the next sync finishes");
+    assert_eq!(client.status().expect("status").pending_changes, 0);
 }

@@ -164,6 +164,15 @@ class Story {
         check(a.showCourse(course) == b.showCourse(course)) { "views differ" }
     }
 
+    fun aFailingListenerIsAnErrorNotACrash() {
+        val boom = object : SyncListener {
+            override fun onProgress(progress: SyncProgress): Boolean = throw IllegalStateException("a bug in the app")
+        }
+        val e = expectError<FieldException.Internal> { b.sync(boom) }
+        check("listener" in e.reason && "bug in the app" !in e.reason) { e.reason }
+        b.sync() // the client goes on
+    }
+
     fun threadsShareOneClient() {
         val s3 = b.showCourse(course).sessions[2].id
         val errors = java.util.Collections.synchronizedList(mutableListOf<Throwable>())
@@ -207,6 +216,7 @@ fun main() {
         "sync and read back" to story::syncAndReadBack,
         "conflict seen and resolved" to story::conflictSeenAndResolved,
         "cancel keeps the store consistent" to story::cancelKeepsTheStoreConsistent,
+        "a failing listener is an error, not a crash" to story::aFailingListenerIsAnErrorNotACrash,
         "threads share one client" to story::threadsShareOneClient,
         "refused after revocation" to story::refusedAfterRevocation,
     )

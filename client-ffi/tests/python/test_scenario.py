@@ -184,6 +184,18 @@ def step_cancel_keeps_the_store_consistent():
     assert a.show_course(course) == b.show_course(course)
 
 
+def step_a_failing_listener_is_an_error_not_a_crash():
+    b = ctx["b"]
+
+    class Boom(diemdanh.SyncListener):
+        def on_progress(self, progress):
+            raise RuntimeError("a bug in the app's listener")
+
+    e = expect_error(FieldError.Internal, b.sync, Boom())
+    assert "listener" in e.reason and "bug in the app" not in e.reason, e.reason
+    b.sync()  # the client goes on
+
+
 def step_threads_share_one_client():
     b = ctx["b"]
     course, s3 = ctx["course"], b.show_course(ctx["course"]).sessions[2].id
@@ -233,6 +245,7 @@ STEPS = [
     step_sync_and_read_back,
     step_conflict_seen_and_resolved,
     step_cancel_keeps_the_store_consistent,
+    step_a_failing_listener_is_an_error_not_a_crash,
     step_threads_share_one_client,
     step_refused_after_revocation,
 ]
