@@ -258,6 +258,16 @@ impl FieldClient {
         self.cancel.store(true, Ordering::SeqCst);
     }
 
+    /// How many times a sync repeats an exchange that got no answer before it throws
+    /// `Offline` (3 unless set), waiting a random, growing time between tries (at most 30 s).
+    pub fn set_retries(&self, retries: u32) {
+        let mut d = self.lock();
+        d.set_retry(dev::RetryPolicy {
+            retries,
+            ..Default::default()
+        });
+    }
+
     /// How much document data goes in one request and comes back in one response; a
     /// device on a poor link uses smaller batches so each exchange finishes.
     pub fn set_batch_limits(&self, request_bytes: u32, response_bytes: u32) {
