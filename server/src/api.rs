@@ -27,13 +27,52 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub type SharedStore = Arc<dyn Store>;
 
+/// Request rates the server accepts. Per node: a storm from one device is cut here,
+/// before any database work, and other devices are served as usual.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Sync requests per second per device, sustained.
+    pub sync_per_second: u32,
+    /// Sync requests one device may send at once (a long sync is many batches).
+    pub sync_burst: u32,
+    /// Enrolment attempts per minute, whole node: codes are 128-bit, so this only keeps
+    /// a guesser from costing us.
+    pub enroll_per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            sync_per_second: 10,
+            sync_burst: 60,
+            enroll_per_minute: 60,
+        }
+    }
+}
+
+type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
+type Limiter = governor::DefaultDirectRateLimiter;
+
 #[derive(Clone)]
 pub struct AppState {
     pub store: SharedStore,
+    sync_limiter: Arc<KeyedLimiter>,
+    enroll_limiter: Arc<Limiter>,
 }
 
 pub fn app(store: SharedStore) -> Router {
-    let state = AppState { store };
+    app_with(store, Limits::default())
+}
+
+pub fn app_with(store: SharedStore, limits: Limits) -> Router {
+    let nz = |n: u32| std::num::NonZeroU32::new(n.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    let sync_quota = governor::Quota::per_second(nz(limits.sync_per_second)).allow_burst(nz(limits.sync_burst));
+    let enroll_quota = governor::Quota::per_minute(nz(limits.enroll_per_minute));
+    let state = AppState {
+        store,
+        sync_limiter: Arc::new(governor::RateLimiter::keyed(sync_quota)),
+        enroll_limiter: Arc::new(governor::RateLimiter::direct(enroll_quota)),
+    };
     Router::new()
         .route(protocol::ENROLL_PATH, post(enroll))
         .route(protocol::SYNC_PATH, post(sync))
@@ -142,7 +181,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
     })?
 }
 
+fn too_many(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many {what}; wait a little and try again"),
+    )
+}
+
 async fn enroll(State(st): State<AppState>, body: Bytes) -> Result<Json<EnrollResponse>, ApiError> {
+    if st.enroll_limiter.check().is_err() {
+        return Err(too_many("enrolment attempts"));
+    }
     let req: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -218,6 +268,14 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         ));
     };
     let token_hash = hash_secret(token);
+    // Keyed by the token's hash: a storm is cut before any database work, whether or
+    // not the token is valid.
+    if st.sync_limiter.check_key(&token_hash).is_err() {
+        return Err(too_many("sync requests from this device"));
+    }
+    if st.sync_limiter.len() > 100_000 {
+        st.sync_limiter.retain_recent();
+    }
     let store = st.store.clone();
     let bytes_up = body.len() as i64;
     blocking(move || {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use diemdanh_server::api::{app_with, Limits};
 use diemdanh_server::api::{canonical_code, hash_secret, new_code, now};
 use diemdanh_server::{app, SqliteStore, Store};
 use http_body_util::BodyExt;
@@ -39,7 +40,8 @@ async fn enrolled(store: &Arc<dyn Store>, device: &str) -> EnrollResponse {
         .expect("code");
     // Codes are matched regardless of case and dashes.
     let typed = code.to_lowercase().replace('-', " ");
-    let body = serde_json::json!({"code": typed, "device_id": device, "actor": "0011223344556677", "app_version": "t"});
+    let actor = hex::encode(device.as_bytes());
+    let body = serde_json::json!({"code": typed, "device_id": device, "actor": actor, "app_version": "t"});
     let (status, body) = call(
         store,
         Request::post("/v1/enroll")
@@ -159,4 +161,58 @@ async fn demo_data_fills_the_pages() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_request_storm_from_one_device_is_cut_and_others_are_still_served() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let a = enrolled(&store, "deva").await;
+    let b = enrolled(&store, "devb").await;
+    let limits = Limits {
+        sync_per_second: 1,
+        sync_burst: 3,
+        enroll_per_minute: 100,
+    };
+    let router = app_with(store.clone(), limits);
+    let body = |device: &str| {
+        SyncRequest {
+            device_id: device.into(),
+            cursor: 0,
+            docs: vec![],
+            pending_changes: 0,
+            app_version: "t".into(),
+            batch_id: "b".into(),
+            max_response_bytes: 1 << 20,
+        }
+        .encode()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let resp = router
+            .clone()
+            .oneshot(sync_req(Some(&a.token), body("deva")))
+            .await
+            .expect("resp");
+        statuses.push(resp.status());
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(error_code(&bytes), "rate_limited");
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count(),
+        3
+    );
+    let resp = router
+        .clone()
+        .oneshot(sync_req(Some(&b.token), body("devb")))
+        .await
+        .expect("resp");
+    assert_eq!(resp.status(), StatusCode::OK, "another device is still served");
 }
