@@ -300,7 +300,7 @@ pub struct Counters {
     pub down_bytes: u64,
     /// Connections forwarded to the server.
     pub connections: u64,
-    /// Connections reset on arrival (outage, or too many at once).
+    /// Connections reset on arrival (outage, too many at once, or the server unreachable).
     pub refused: u64,
     /// Turns: the device starts sending after the connection opened or after the server
     /// sent something (one request and its reply is one turn).
@@ -349,7 +349,8 @@ impl Counters {
     }
 }
 
-/// A shaping proxy on 127.0.0.1 in front of one server, until dropped.
+/// A shaping proxy on 127.0.0.1 in front of one server, until dropped. It owns its tokio
+/// runtime: create and drop it from plain (not async) code.
 pub struct Netem {
     addr: SocketAddr,
     url: String,

@@ -130,9 +130,18 @@ fn the_proxy_adds_the_latency_and_the_bandwidth_it_is_given() {
     echo_round(&mut stream, 1);
     let took = echo_round(&mut stream, 60_000);
     assert_between("60,000 bytes at 200,000 B/s", took, ms(340), ms(340) + SLACK);
-    drop(stream);
     assert_eq!(proxy.counters().up_bytes, 60_001);
     assert_eq!(proxy.counters().down_bytes, 60_001);
+
+    // Dropping the proxy closes the connections it held.
+    drop(proxy);
+    let mut byte = [0u8; 1];
+    let after_drop = stream.read(&mut byte);
+    let closed = match &after_drop {
+        Ok(n) => *n == 0,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    };
+    assert!(closed, "the connection is closed, not left hanging: {after_drop:?}");
 }
 
 /// A device with a synced course of 6 trainees and 2 sessions, then both sessions marked
