@@ -13,6 +13,9 @@
 # target: generate them once on the host, then ship each target's .so with them (see
 # docs/MOBILE.md).
 set -euo pipefail
+# DIEMDANH_PROFILE=debug uses the debug build (CI builds it anyway); release by default.
+profile_dir="${DIEMDANH_PROFILE:-release}"
+if [ "$profile_dir" = release ]; then cargo_profile_flag="--release"; else cargo_profile_flag=""; fi
 
 if [ $# -ne 1 ]; then
     echo "usage: $0 OUTDIR" >&2
@@ -24,12 +27,12 @@ out="$(cd "$1" && pwd)"
 cd "$root"
 
 if [ "${DIEMDANH_SKIP_BUILD:-0}" != 1 ]; then
-    cargo build --release -p diemdanh -p uniffi-bindgen
+    cargo build $cargo_profile_flag -p diemdanh -p uniffi-bindgen
 fi
-lib="$root/target/release/libdiemdanh.so"
-bindgen="$root/target/release/uniffi-bindgen"
+lib="$root/target/$profile_dir/libdiemdanh.so"
+bindgen="$root/target/$profile_dir/uniffi-bindgen"
 for f in "$lib" "$bindgen"; do
-    [ -e "$f" ] || { echo "missing $f: build with cargo build --release -p diemdanh -p uniffi-bindgen" >&2; exit 1; }
+    [ -e "$f" ] || { echo "missing $f: build with cargo build $cargo_profile_flag -p diemdanh -p uniffi-bindgen" >&2; exit 1; }
 done
 
 rm -rf "$out/kotlin" "$out/swift" "$out/python"

@@ -21,13 +21,17 @@ JNA_JAR="${JNA_JAR:-/usr/share/java/jna.jar}"
 stamp() { date +%s; }
 t0=$(stamp)
 
-echo "== build (release: cdylib, bindgen, server)"
-cargo build --release -p diemdanh -p uniffi-bindgen -p diemdanh-server
+# DIEMDANH_PROFILE=debug reuses the debug build (what CI has already built); release by default.
+profile_dir="${DIEMDANH_PROFILE:-release}"
+if [ "$profile_dir" = release ]; then cargo_profile_flag="--release"; else cargo_profile_flag=""; fi
+export DIEMDANH_PROFILE="$profile_dir"
+echo "== build ($profile_dir: cdylib, bindgen, server)"
+cargo build $cargo_profile_flag -p diemdanh -p uniffi-bindgen -p diemdanh-server
 t_build=$(( $(stamp) - t0 ))
 
 echo "== generate bindings into target/bindings"
 DIEMDANH_SKIP_BUILD=1 client-ffi/generate-bindings.sh target/bindings
-server_bin="$root/target/release/diemdanh-server"
+server_bin="$root/target/$profile_dir/diemdanh-server"
 
 work="$(mktemp -d -t diemdanh-bindings.XXXXXX)"
 server_pid=""
@@ -83,7 +87,7 @@ timeout 600 "$KOTLINC" -nowarn -cp "$JNA_JAR" \
 t_kotlinc=$(( $(stamp) - t2 ))
 t3=$(stamp)
 DIEMDANH_CODE_A="$(code)" DIEMDANH_CODE_B="$(code)" \
-    timeout 300 java -cp "$jar:$JNA_JAR" -Djna.library.path="$root/target/release" ScenarioKt
+    timeout 300 java -cp "$jar:$JNA_JAR" -Djna.library.path="$root/target/$profile_dir" ScenarioKt
 t_kotlin=$(( $(stamp) - t3 ))
 
 echo "== timings: build ${t_build}s, python scenario ${t_python}s, kotlinc ${t_kotlinc}s, kotlin scenario ${t_kotlin}s"
