@@ -2,7 +2,6 @@
 //! takes `--json`; everything but `enroll` and `sync` works with no server reachable.
 //! Exit codes: 0 done, 1 refused or failed, 3 the server could not be reached.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -234,23 +233,16 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes through a temporary file, fsync and rename: a stick pulled out mid-write
-/// leaves no half bundle under the final name.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
-    let fail = |e: std::io::Error| Error::invalid(format!("cannot write {}: {e}", path.display()));
-    let tmp = path.with_extension("partial");
-    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-    f.write_all(bytes).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
-}
-
 fn human_bytes(n: u64) -> String {
     if n < 10_000 {
         format!("{n} B")
     } else {
         format!("{:.1} KB", n as f64 / 1000.0)
     }
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
+    crate::files::write_atomically(path, bytes).map_err(Error::invalid)
 }
 
 /// Runs the command; returns the process exit code.

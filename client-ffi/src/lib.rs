@@ -11,6 +11,7 @@ uniffi::setup_scaffolding!();
 #[deny(unsafe_code)]
 pub mod cli;
 pub mod ffi;
+mod files;
 #[deny(unsafe_code)]
 pub mod transport;
 

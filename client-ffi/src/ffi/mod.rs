@@ -252,6 +252,32 @@ impl FieldClient {
         })
     }
 
+    /// With no network at all: writes everything the server has not acknowledged into a
+    /// sealed file at `path` (e.g. on an SD card), for `diemdanh-server bundle import` at
+    /// a place with a connection. The next sync asks whether it arrived instead of
+    /// sending the same data again.
+    pub fn export_bundle(&self, path: String) -> FieldResult<BundleReport> {
+        let summary = self.with_device(|d| d.export_bundle())?;
+        crate::files::write_atomically(std::path::Path::new(&path), &summary.data).map_err(FieldError::invalid)?;
+        Ok(BundleReport {
+            documents: summary.docs,
+            changes: summary.changes,
+            bytes: summary.bytes,
+        })
+    }
+
+    /// Applies a file made for this device by `diemdanh-server bundle export`: the
+    /// updates a sync would have brought. A file for another device, or altered, is refused.
+    pub fn import_bundle(&self, path: String) -> FieldResult<BundleReport> {
+        let bytes = std::fs::read(&path).map_err(|e| FieldError::invalid(format!("cannot read {path}: {e}")))?;
+        let summary = self.with_device(|d| d.import_bundle(&bytes))?;
+        Ok(BundleReport {
+            documents: summary.docs,
+            changes: summary.changes,
+            bytes: summary.bytes,
+        })
+    }
+
     /// Asks the sync in progress, if any, to stop after its current exchange. Returns at
     /// once; callable from any thread (a Cancel button on the main thread).
     pub fn cancel_sync(&self) {

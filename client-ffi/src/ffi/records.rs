@@ -421,6 +421,14 @@ impl From<dev::Status> for DeviceStatus {
     }
 }
 
+/// What a bundle file carried.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct BundleReport {
+    pub documents: u32,
+    pub changes: u64,
+    pub bytes: u64,
+}
+
 /// What one sync moved.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct SyncReport {

@@ -222,6 +222,42 @@ def step_threads_share_one_client():
     b.sync()
 
 
+def step_bundles_when_there_is_no_network():
+    a, b = ctx["a"], ctx["b"]
+    course, s1, dinh = ctx["course"], ctx["s1"], ctx["dinh"]
+    a.sync()
+    b.sync()
+    # Tablet B records with no network and carries its data on an SD card.
+    b.mark(course, s1, dinh, MarkStatus.EXCUSED, note="ốm")
+    to_district = os.path.join(tmp.name, "b-to-district.ddb")
+    report = b.export_bundle(to_district)
+    assert report.documents >= 1 and report.changes >= 1 and report.bytes > 0, report
+    out = subprocess.run(
+        [SERVER_BIN, "bundle", "import", to_district, "--data", SERVER_DATA],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert "accepted" in out.stdout, out.stdout
+    # Back in signal, B learns the bundle arrived and sends no data again.
+    assert b.sync().changes_sent == 0
+    # The reverse: tablet A brought up to date by a file the server wrote for it.
+    to_a = os.path.join(tmp.name, "server-to-a.dds")
+    subprocess.run(
+        [SERVER_BIN, "bundle", "export", "--device", a.device_id(), "--out", to_a, "--data", SERVER_DATA],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    a.import_bundle(to_a)
+    marks = {(m.session_id, m.cadre_id): m.status for m in a.show_course(course).marks}
+    assert marks[(s1, dinh)] == MarkStatus.EXCUSED, marks
+    # A file made for another device, or altered, is refused.
+    expect_error(FieldError.InvalidInput, b.import_bundle, to_a)
+    with open(to_a, "r+b") as f:
+        f.seek(40)
+        byte = f.read(1)
+        f.seek(40)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    expect_error(FieldError.InvalidInput, a.import_bundle, to_a)
+
+
 def step_refused_after_revocation():
     a = ctx["a"]
     out = subprocess.run(
@@ -247,6 +283,7 @@ STEPS = [
     step_cancel_keeps_the_store_consistent,
     step_a_failing_listener_is_an_error_not_a_crash,
     step_threads_share_one_client,
+    step_bundles_when_there_is_no_network,
     step_refused_after_revocation,
 ]
 
