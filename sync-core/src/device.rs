@@ -1251,6 +1251,60 @@ mod tests {
 
     use super::RetryPolicy;
 
+    /// SQLite's `max_page_count` makes a real SQLITE_FULL: the operation fails with the
+    /// plain message, nothing of it is kept, what was saved before is, the store is
+    /// clean, and recording works again once there is room.
+    #[test]
+    fn a_full_store_refuses_the_write_plainly_and_keeps_what_was_saved() {
+        use crate::model::{Cadre, Gender};
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut d = super::Device::open(dir.path()).expect("open");
+        crate::store::set_meta(&d.conn, "unit", "2025:03434").expect("unit");
+        let cadre = |i: usize| Cadre {
+            name: format!("Lò Thị Hoa {i}"),
+            gender: Gender::Female,
+            birth_year: 1990,
+            ethnicity: None,
+            category: None,
+            position: None,
+            qualification: None,
+            theory_level: None,
+        };
+        let first = d.add_cadre("2025:03434", cadre(0)).expect("room for one");
+        let pages: i64 = d.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).expect("pages");
+        d.conn.pragma_update(None, "max_page_count", pages).expect("limit");
+        let mut saved = vec![first];
+        let mut failure = None;
+        for i in 1..500 {
+            match d.add_cadre("2025:03434", cadre(i)) {
+                Ok(id) => saved.push(id),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = failure.expect("the store fills up");
+        assert!(
+            matches!(&e, crate::Error::Storage(s) if s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("the tablet's storage is full"), "{e}");
+        assert!(!e.to_string().contains("Hoa"), "{e}");
+        let check: String = d
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(check, "ok");
+        let listed: Vec<String> = d.list_cadres(None).expect("list").into_iter().map(|c| c.id).collect();
+        assert_eq!(listed.len(), saved.len());
+        assert!(saved.iter().all(|id| listed.contains(id)));
+        drop(d);
+        let mut d = super::Device::open(dir.path()).expect("reopens clean");
+        assert_eq!(d.list_cadres(None).expect("list").len(), saved.len());
+        d.add_cadre("2025:03434", cadre(999)).expect("room again");
+    }
+
     #[test]
     fn backoff_grows_exponentially_with_jitter_up_to_the_cap() {
         let p = RetryPolicy {

@@ -88,7 +88,7 @@ pub fn storage_reason(e: &rusqlite::Error) -> &'static str {
         Some(C::ReadOnly) => "the database is read-only",
         Some(C::PermissionDenied) => "no permission to use the database file",
         Some(C::DatabaseCorrupt | C::NotADatabase) => "the database file is damaged or is not a diemdanh database",
-        Some(C::SystemIoFailure) => "the storage could not be read or written",
+        Some(C::SystemIoFailure) => "the storage could not be read or written (it may be full or failing)",
         Some(C::OutOfMemory) => "the tablet ran out of memory",
         _ => "the local database failed",
     }
