@@ -488,10 +488,6 @@ fn kill_9_at_random_moments_loses_no_mark_reported_saved() {
     drop(server);
 }
 
-fn abs(p: &Path) -> PathBuf {
-    p.to_path_buf()
-}
-
 /// The device process under a file-size limit (`prlimit --fsize`, SIGXFSZ ignored): a
 /// write past it fails with EFBIG, which SQLite reports as an I/O error.
 fn device_limited(home: &Path, args: &[&str], bytes: u64) -> Output {
@@ -501,7 +497,7 @@ fn device_limited(home: &Path, args: &[&str], bytes: u64) -> Output {
         .arg("sh")
         .arg(bin("diemdanh"))
         .arg("--home")
-        .arg(abs(home))
+        .arg(home)
         .args(args)
         .env_remove(sync_core::failpoint::ENV);
     cmd.output().expect("run diemdanh under prlimit")
