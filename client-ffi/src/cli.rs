@@ -90,6 +90,16 @@ enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Writes everything this device holds (JSON, or the marks as CSV with --csv) for an
+    /// administrator who holds a lost or broken tablet: works offline and when revoked;
+    /// `unsent` lists what the server never received.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// The marks of every course as CSV (one row per mark, `unsent` column) instead of JSON.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Decides a conflict with a new mark that supersedes every concurrent value.
     Resolve {
         #[arg(long)]
@@ -243,6 +253,60 @@ fn human_bytes(n: u64) -> String {
 
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
     crate::files::write_atomically(path, bytes).map_err(Error::invalid)
+}
+
+/// One row per mark of every course: the conflict's values joined by ` / `, and
+/// whether the server ever received the mark.
+fn marks_csv(export: &sync_core::export::DeviceExport) -> Result<Vec<u8>, Error> {
+    let fail = |e: csv::Error| Error::invalid(format!("cannot write the CSV: {e}"));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "course",
+        "course_title",
+        "session",
+        "date",
+        "cadre",
+        "name",
+        "status",
+        "note",
+        "conflict",
+        "unsent",
+    ])
+    .map_err(fail)?;
+    for c in &export.courses {
+        for m in &c.marks {
+            let date = c.sessions.iter().find(|s| s.id == m.session).map(|s| s.date.as_str());
+            let name = c
+                .trainees
+                .iter()
+                .find(|t| t.id == m.cadre)
+                .and_then(|t| t.name.as_deref());
+            let conflict = c
+                .conflicts
+                .iter()
+                .find(|x| x.session == m.session && x.cadre == m.cadre);
+            let status = match conflict {
+                Some(x) => x.values.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(" / "),
+                None => m.status.as_str().to_string(),
+            };
+            let key = sync_core::docs::mark_key(&m.session, &m.cadre);
+            w.write_record([
+                c.id.as_str(),
+                c.title.as_str(),
+                m.session.as_str(),
+                date.unwrap_or(""),
+                m.cadre.as_str(),
+                name.unwrap_or(""),
+                status.as_str(),
+                m.note.as_deref().unwrap_or(""),
+                if conflict.is_some() { "yes" } else { "no" },
+                if export.mark_unsent(&c.id, &key) { "yes" } else { "no" },
+            ])
+            .map_err(fail)?;
+        }
+    }
+    w.into_inner()
+        .map_err(|e| Error::invalid(format!("cannot write the CSV: {e}")))
 }
 
 /// Runs the command; returns the process exit code.
@@ -569,6 +633,23 @@ fn execute(cli: Cli) -> Result<(), Error> {
                     );
                 }
             }
+        }
+        Command::Export { out, csv } => {
+            let export = device.export_all()?;
+            let bytes = if csv {
+                marks_csv(&export)?
+            } else {
+                serde_json::to_vec_pretty(&export).map_err(|e| Error::Wire(e.to_string()))?
+            };
+            write_atomically(&out, &bytes)?;
+            let unsent_marks = export.unsent.iter().filter(|u| u.key.starts_with("m/")).count();
+            println!(
+                "wrote {} ({} course(s), {} value(s) the server never received, {} of them marks)",
+                out.display(),
+                export.courses.len(),
+                export.unsent.len(),
+                unsent_marks
+            );
         }
         Command::Resolve {
             course,

@@ -49,6 +49,7 @@ impl Transport for HttpTransport {
             req = req.header("Authorization", format!("Bearer {token}"));
         }
         let mut resp = req.send(&body[..]).map_err(|e| describe(&e))?;
+        sync_core::failpoint::hit("device.after_send");
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()

@@ -298,8 +298,10 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         let mut response = None;
         store.write(&mut |tx| {
             response = Some(process(tx, &peer, &req)?);
+            sync_core::failpoint::hit("server.before_commit");
             Ok(())
         })?;
+        sync_core::failpoint::hit("server.after_commit");
         let response = response.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no response"))?;
         let refused = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Refused { .. })).count();
         let out = response.encode();

@@ -17,7 +17,7 @@ pub enum BundleFailure {
     Bundle(#[from] BundleError),
     #[error("no device {0} is enrolled on this server")]
     UnknownDevice(String),
-    #[error("device {0} has been revoked; its bundle is not applied")]
+    #[error("device {0} has been revoked; its bundle is not applied (after reviewing the tablet's `diemdanh export`, `--accept-revoked` applies it)")]
     Revoked(String),
     #[error("the bundle's contents do not decode: {0}")]
     Body(String),
@@ -32,11 +32,11 @@ pub struct ImportReport {
     pub refused: Vec<(String, String)>,
 }
 
-fn peer_for(store: &dyn Store, device_id: &str) -> Result<(Peer, [u8; 32]), BundleFailure> {
+fn peer_for(store: &dyn Store, device_id: &str, accept_revoked: bool) -> Result<(Peer, [u8; 32]), BundleFailure> {
     let (device, token_hash) = store
         .device_by_id(device_id)?
         .ok_or_else(|| BundleFailure::UnknownDevice(device_id.to_string()))?;
-    if device.revoked_at.is_some() {
+    if device.revoked_at.is_some() && !accept_revoked {
         return Err(BundleFailure::Revoked(device.id));
     }
     let key = bundle::key_from_token_hash(&token_hash).ok_or(BundleError::BadSeal)?;
@@ -57,8 +57,16 @@ fn peer_for(store: &dyn Store, device_id: &str) -> Result<(Peer, [u8; 32]), Bund
 
 /// Verifies and applies a device bundle.
 pub fn import(store: &dyn Store, bytes: &[u8]) -> Result<ImportReport, BundleFailure> {
+    import_with(store, bytes, false)
+}
+
+/// [`import`], and with `accept_revoked` also the bundle of a revoked device: how an
+/// administrator takes in what a lost tablet never sent, once it is back in trusted
+/// hands and its export was reviewed. The seal (under the revoked device's token hash),
+/// scope, actor and schema checks still apply; the device stays revoked.
+pub fn import_with(store: &dyn Store, bytes: &[u8], accept_revoked: bool) -> Result<ImportReport, BundleFailure> {
     let sealed = bundle::unseal(bundle::DEVICE_TO_SERVER, bytes)?;
-    let (peer, key) = peer_for(store, &sealed.device_id)?;
+    let (peer, key) = peer_for(store, &sealed.device_id, accept_revoked)?;
     sealed.verify(&key)?;
     let req = SyncRequest::decode(sealed.body).map_err(|e| BundleFailure::Body(e.to_string()))?;
     if req.device_id != peer.device_id {
@@ -94,7 +102,7 @@ pub fn import(store: &dyn Store, bytes: &[u8]) -> Result<ImportReport, BundleFai
 
 /// What the device lacks since the cursor it was last answered with, sealed for it.
 pub fn export(store: &dyn Store, device_id: &str) -> Result<(Vec<u8>, usize), BundleFailure> {
-    let (peer, key) = peer_for(store, device_id)?;
+    let (peer, key) = peer_for(store, device_id, false)?;
     let (device, _) = store
         .device_by_id(device_id)?
         .ok_or_else(|| BundleFailure::UnknownDevice(device_id.into()))?;

@@ -77,6 +77,10 @@ enum BundleCommand {
         data: DataArg,
         #[arg(long)]
         json: bool,
+        /// Also apply the bundle of a revoked device (a lost tablet recovered and its
+        /// `diemdanh export` reviewed); every other check still applies.
+        #[arg(long)]
+        accept_revoked: bool,
     },
     /// Writes what a device lacks into a bundle for it (`diemdanh bundle import`).
     Export {
@@ -195,11 +199,17 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             Ok(())
         }
         Command::Bundle {
-            command: BundleCommand::Import { file, data, json },
+            command:
+                BundleCommand::Import {
+                    file,
+                    data,
+                    json,
+                    accept_revoked,
+                },
         } => {
             let bytes = read_bundle(&file)?;
             let store = open(&data.data)?;
-            let report = crate::bundle::import(&store, &bytes)?;
+            let report = crate::bundle::import_with(&store, &bytes, accept_revoked)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

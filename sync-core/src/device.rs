@@ -34,13 +34,6 @@ pub const RESPONSE_BYTES: u32 = 512 * 1024;
 /// A sync that needs more exchanges than this stops and says so (bounded loop).
 pub const MAX_ROUNDS: usize = 10_000;
 
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -155,7 +148,13 @@ pub struct Device {
     batch_bytes: usize,
     response_bytes: u32,
     retry: RetryPolicy,
+    clock: Clock,
 }
+
+/// The device's wall clock in milliseconds since 1970. Tablets in the field are often
+/// days off and jump when they find a network; nothing orders by this time (automerge
+/// orders by causality), it is only recorded. Tests pass a skewed one.
+pub type Clock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// How a sync retries an exchange that got no answer: capped exponential backoff with
 /// full jitter, so a hall of tablets that lose the same cell do not retry in step.
@@ -249,7 +248,31 @@ impl Device {
             batch_bytes: BATCH_BYTES,
             response_bytes: RESPONSE_BYTES,
             retry: RetryPolicy::default(),
+            clock: std::sync::Arc::new(now_millis),
         })
+    }
+
+    /// Replaces the wall clock the device records times with (see [`Clock`]).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn now_s(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
+
+    /// The device's clock in seconds (see [`Clock`]).
+    pub fn now_secs(&self) -> i64 {
+        self.now_s()
+    }
+
+    /// The store's connection, for read-only views elsewhere in the crate.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// Sets how much document data goes in one request and comes in one response; a
@@ -338,6 +361,7 @@ impl Device {
         edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<T>,
         project: impl FnOnce(&Transaction<'_>, &Automerge) -> Result<()>,
     ) -> Result<T> {
+        let now_ms = self.now_ms();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -352,7 +376,7 @@ impl Device {
                 return Err(e);
             }
         };
-        let (hash, _) = atx.commit_with(CommitOptions::default().with_message(message).with_time(now_millis()));
+        let (hash, _) = atx.commit_with(CommitOptions::default().with_message(message).with_time(now_ms));
         // Writing a value the key already holds makes no change: nothing to store or send.
         if hash.is_some() {
             let bytes = doc.save_after(&before);
@@ -363,7 +387,9 @@ impl Device {
             )?;
         }
         project(&tx, &doc)?;
+        crate::failpoint::hit("device.before_commit");
         tx.commit()?;
+        crate::failpoint::hit("device.after_commit");
         Ok(out)
     }
 
@@ -497,7 +523,7 @@ impl Device {
         if contents.enrolments.contains_key(cadre) {
             return Ok(());
         }
-        let value = docs::encode(&Enrolment { at: now_secs() });
+        let value = docs::encode(&Enrolment { at: self.now_s() });
         let key = docs::enrolment_key(cadre);
         self.commit_doc(
             &doc_id,
@@ -569,7 +595,7 @@ impl Device {
             note: note.filter(|n| !n.trim().is_empty()),
             periods: None,
             device: self.device_id.clone(),
-            at: now_secs(),
+            at: self.now_s(),
         };
         mark.check()?;
         self.write_marks(&unit, course, part, &sid, vec![(cadre.to_string(), mark)], "mark")
@@ -580,7 +606,7 @@ impl Device {
         let unit = self.course_unit(course)?;
         self.check_scope(&unit)?;
         let (sid, part) = self.resolve_session(course, session)?;
-        let at = now_secs();
+        let at = self.now_s();
         let marks: Vec<(String, Mark)> = self
             .enrolled(course)?
             .into_iter()
@@ -796,6 +822,7 @@ impl Device {
                     return Err(error_from_reply(&reply));
                 }
                 let resp = SyncResponse::decode(&reply.body).map_err(|e| Error::Wire(e.to_string()))?;
+                crate::failpoint::hit("device.after_reply");
                 let more = resp.more;
                 self.apply_response(&req, resp, &mut stats, &mut refused_now)?;
                 let left = self.dirty_docs(&refused_now)?.len() as u64;
@@ -818,7 +845,7 @@ impl Device {
         self.conn.execute(
             "INSERT INTO sync_log (at, ok, requests, bytes_up, bytes_down, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
-                now_secs(),
+                self.now_s(),
                 ok,
                 stats.requests,
                 stats.bytes_up as i64,
@@ -827,7 +854,7 @@ impl Device {
             ],
         )?;
         result?;
-        store::set_meta(&self.conn, "last_sync", &format_time(now_secs()))?;
+        store::set_meta(&self.conn, "last_sync", &format_time(self.now_s()))?;
         Ok(stats)
     }
 
@@ -1014,6 +1041,7 @@ impl Device {
         refused_now: &mut HashSet<String>,
     ) -> Result<()> {
         let actor = self.actor.clone();
+        let now_ms = self.now_ms();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -1037,8 +1065,17 @@ impl Device {
                     tx.execute("UPDATE docs SET bundled_heads = x'' WHERE doc_id = ?1", [&result.doc])?;
                 }
                 Outcome::Refused { reason, keys } => {
-                    let entry =
-                        rebuild_after_refusal(&tx, &id, &actor, push, &result.data, &server_heads, &reason, &keys)?;
+                    let entry = rebuild_after_refusal(
+                        &tx,
+                        &id,
+                        &actor,
+                        push,
+                        &result.data,
+                        &server_heads,
+                        &reason,
+                        &keys,
+                        now_ms,
+                    )?;
                     refused_now.insert(result.doc.clone());
                     stats.refused.push(entry);
                 }
@@ -1056,6 +1093,7 @@ impl Device {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         store::set_meta(&tx, "cursor", &resp.cursor.max(current).to_string())?;
+        crate::failpoint::hit("device.before_apply_commit");
         tx.commit()?;
         Ok(())
     }
@@ -1130,9 +1168,10 @@ fn rebuild_after_refusal(
     server_heads: &[ChangeHash],
     reason: &str,
     keys: &[String],
+    now_ms: i64,
 ) -> Result<RefusedEntry> {
     let local = store::load_doc(tx, id)?.unwrap_or_default();
-    let at = now_secs();
+    let at = now_ms.div_euclid(1000);
     tx.execute(
         "INSERT INTO refused (doc_id, reason, at, changes, keys) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![id.to_string(), reason, at, push.data, keys.join(" ")],
@@ -1167,7 +1206,7 @@ fn rebuild_after_refusal(
         t.commit_with(
             CommitOptions::default()
                 .with_message("re-applied after refusal")
-                .with_time(now_millis()),
+                .with_time(now_ms),
         );
     }
     store::replace_doc(tx, id, &rebuilt)?;
@@ -1211,6 +1250,60 @@ mod tests {
     use std::time::Duration;
 
     use super::RetryPolicy;
+
+    /// SQLite's `max_page_count` makes a real SQLITE_FULL: the operation fails with the
+    /// plain message, nothing of it is kept, what was saved before is, the store is
+    /// clean, and recording works again once there is room.
+    #[test]
+    fn a_full_store_refuses_the_write_plainly_and_keeps_what_was_saved() {
+        use crate::model::{Cadre, Gender};
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut d = super::Device::open(dir.path()).expect("open");
+        crate::store::set_meta(&d.conn, "unit", "2025:03434").expect("unit");
+        let cadre = |i: usize| Cadre {
+            name: format!("Lò Thị Hoa {i}"),
+            gender: Gender::Female,
+            birth_year: 1990,
+            ethnicity: None,
+            category: None,
+            position: None,
+            qualification: None,
+            theory_level: None,
+        };
+        let first = d.add_cadre("2025:03434", cadre(0)).expect("room for one");
+        let pages: i64 = d.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).expect("pages");
+        d.conn.pragma_update(None, "max_page_count", pages).expect("limit");
+        let mut saved = vec![first];
+        let mut failure = None;
+        for i in 1..500 {
+            match d.add_cadre("2025:03434", cadre(i)) {
+                Ok(id) => saved.push(id),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = failure.expect("the store fills up");
+        assert!(
+            matches!(&e, crate::Error::Storage(s) if s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("the tablet's storage is full"), "{e}");
+        assert!(!e.to_string().contains("Hoa"), "{e}");
+        let check: String = d
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(check, "ok");
+        let listed: Vec<String> = d.list_cadres(None).expect("list").into_iter().map(|c| c.id).collect();
+        assert_eq!(listed.len(), saved.len());
+        assert!(saved.iter().all(|id| listed.contains(id)));
+        drop(d);
+        let mut d = super::Device::open(dir.path()).expect("reopens clean");
+        assert_eq!(d.list_cadres(None).expect("list").len(), saved.len());
+        d.add_cadre("2025:03434", cadre(999)).expect("room again");
+    }
 
     #[test]
     fn backoff_grows_exponentially_with_jitter_up_to_the_cap() {

@@ -49,9 +49,11 @@ pub enum Error {
     NotEnrolled,
     #[error("this device is already enrolled (device {0})")]
     AlreadyEnrolled(String),
-    #[error("local storage failed: {0}")]
+    /// Shown as a few plain words from SQLite's result code ([`storage_reason`]): the
+    /// driver's own text can quote SQL and values and never reaches a person.
+    #[error("local storage failed: {}; the step that failed was not saved, everything saved before it is kept", storage_reason(.0))]
     Storage(#[from] rusqlite::Error),
-    #[error("a stored document could not be read: {0}")]
+    #[error("a document stored on this device could not be read")]
     Document(#[from] automerge::AutomergeError),
     #[error("wire format: {0}")]
     Wire(String),
@@ -72,5 +74,44 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(InvalidInput::new(msg))
+    }
+}
+
+/// What went wrong with the device's SQLite store, in a few words, from its result code
+/// only (the CLI and the app bindings both show this).
+pub fn storage_reason(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DiskFull) => "the tablet's storage is full",
+        Some(C::DatabaseBusy | C::DatabaseLocked) => "the database is busy; try again",
+        Some(C::CannotOpen) => "the database file cannot be opened",
+        Some(C::ReadOnly) => "the database is read-only",
+        Some(C::PermissionDenied) => "no permission to use the database file",
+        Some(C::DatabaseCorrupt | C::NotADatabase) => "the database file is damaged or is not a diemdanh database",
+        Some(C::SystemIoFailure) => "the storage could not be read or written (it may be full or failing)",
+        Some(C::OutOfMemory) => "the tablet ran out of memory",
+        _ => "the local database failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_are_plain_words_without_the_driver_text() {
+        let full = Error::Storage(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("INSERT INTO q_cadres VALUES ('Lò Thị Hoa')".into()),
+        ));
+        let text = full.to_string();
+        assert!(text.contains("storage is full"), "{text}");
+        assert!(text.contains("saved before it is kept"), "{text}");
+        assert!(!text.contains("INSERT") && !text.contains("Hoa"), "{text}");
+        let io = Error::Storage(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_WRITE),
+            Some("disk I/O error".into()),
+        ));
+        assert!(io.to_string().contains("could not be read or written"), "{io}");
     }
 }

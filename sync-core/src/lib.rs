@@ -9,6 +9,8 @@ pub mod bundle;
 pub mod device;
 pub mod docs;
 pub mod error;
+pub mod export;
+pub mod failpoint;
 pub mod model;
 pub mod projection;
 pub mod protocol;

@@ -9,6 +9,7 @@
 //! the boundary, or an app's sync listener that threw. Texts carry ids, keys and rule names only: no name or ethnicity, and no
 //! driver dump (SQLite's or the HTTP client's own messages stay inside).
 
+use sync_core::error::storage_reason;
 use sync_core::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
@@ -93,23 +94,6 @@ impl From<Error> for FieldError {
                 reason: format!("the sync stopped after {n} exchanges; sync again to continue"),
             },
         }
-    }
-}
-
-/// A few words on what went wrong with SQLite, from its result code only: the driver's
-/// message can quote SQL or values and never crosses the boundary.
-fn storage_reason(e: &rusqlite::Error) -> &'static str {
-    use rusqlite::ErrorCode as C;
-    match e.sqlite_error_code() {
-        Some(C::DiskFull) => "the tablet's storage is full",
-        Some(C::DatabaseBusy | C::DatabaseLocked) => "the database is busy; try again",
-        Some(C::CannotOpen) => "the database file cannot be opened",
-        Some(C::ReadOnly) => "the database is read-only",
-        Some(C::PermissionDenied) => "no permission to use the database file",
-        Some(C::DatabaseCorrupt | C::NotADatabase) => "the database file is damaged or is not a diemdanh database",
-        Some(C::SystemIoFailure) => "the storage could not be read or written",
-        Some(C::OutOfMemory) => "the tablet ran out of memory",
-        _ => "the local database failed",
     }
 }
 

@@ -3,7 +3,9 @@
 
 mod bundles;
 mod cli;
+mod clock_skew;
 mod common;
+mod crash_points;
 mod netem;
 mod scope_and_refusals;
 mod simulation;
