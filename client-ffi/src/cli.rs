@@ -90,6 +90,16 @@ enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Imports data from files (a roster sheet in the README's template).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// A commune's roster: list and search, export to XLSX.
+    Roster {
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
     /// Decides a conflict with a new mark that supersedes every concurrent value.
     Resolve {
         #[arg(long)]
@@ -137,6 +147,42 @@ enum CadreCommand {
         unit: Option<String>,
         #[command(flatten)]
         json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Imports a roster from an XLSX, XLS or CSV file in the template (README.md).
+    /// Every bad row is reported; with any bad row nothing is imported unless
+    /// --skip-invalid. Importing the same file again creates nothing.
+    Roster {
+        file: PathBuf,
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        skip_invalid: bool,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RosterCommand {
+    /// Lists the cadres, in Vietnamese order; --search ignores case and accents.
+    List {
+        #[arg(long)]
+        unit: Option<String>,
+        #[arg(long)]
+        search: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Writes the roster as XLSX in the import template.
+    Export {
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -245,6 +291,30 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
     crate::files::write_atomically(path, bytes).map_err(Error::invalid)
 }
 
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::invalid(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Prints an import report: every bad row with its number and reason.
+pub fn print_import(r: &sync_core::roster::ImportReport, json: bool) -> Result<(), Error> {
+    if json {
+        return print_json(r);
+    }
+    for e in &r.errors {
+        eprintln!("row {}: {}", e.row, e.reason);
+    }
+    for c in &r.ignored_columns {
+        eprintln!("column `{c}` is not in the template and was not imported");
+    }
+    if r.applied {
+        println!(
+            "roster {}: {} row(s), {} created, {} updated, {} unchanged, {} bad row(s) skipped",
+            r.unit, r.rows, r.created, r.updated, r.unchanged, r.skipped
+        );
+    }
+    Ok(())
+}
+
 /// Runs the command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match execute(cli) {
@@ -313,6 +383,7 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 position,
                 qualification,
                 theory_level,
+                state_management: None,
             };
             let id = device.add_cadre(&unit, cadre)?;
             if json.json {
@@ -569,6 +640,44 @@ fn execute(cli: Cli) -> Result<(), Error> {
                     );
                 }
             }
+        }
+        Command::Import {
+            command:
+                ImportCommand::Roster {
+                    file,
+                    unit,
+                    skip_invalid,
+                    json,
+                },
+        } => {
+            let bytes = read_file(&file)?;
+            let report = device.import_roster(&unit, &bytes, skip_invalid)?;
+            print_import(&report, json.json)?;
+            if !report.applied {
+                return Err(Error::invalid(format!(
+                    "nothing imported: {} bad row(s); fix them or pass --skip-invalid",
+                    report.errors.len()
+                )));
+            }
+        }
+        Command::Roster {
+            command: RosterCommand::List { unit, search, json },
+        } => {
+            let rows = device.search_cadres(unit.as_deref(), search.as_deref())?;
+            if json.json {
+                print_json(&rows)?;
+            } else {
+                for c in rows {
+                    println!("{}\t{}\t{}\t{}", c.id, c.name, c.gender, c.birth_year);
+                }
+            }
+        }
+        Command::Roster {
+            command: RosterCommand::Export { unit, out },
+        } => {
+            let bytes = device.export_roster(&unit)?;
+            write_atomically(&out, &bytes)?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
         }
         Command::Resolve {
             course,

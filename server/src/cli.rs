@@ -66,6 +66,64 @@ enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Imports data from files (a roster sheet in the README's template).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// Commune rosters.
+    Roster {
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
+    /// The unit structures (legacy and 2025).
+    Units {
+        #[command(subcommand)]
+        command: UnitsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Imports a roster from an XLSX, XLS or CSV file as a server change that devices
+    /// receive at their next sync. Every bad row is reported; with any bad row nothing
+    /// is imported unless --skip-invalid. Importing the same file again creates nothing.
+    Roster {
+        file: PathBuf,
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        skip_invalid: bool,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RosterCommand {
+    /// Writes a roster as XLSX in the import template, in Vietnamese order.
+    Export {
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UnitsCommand {
+    /// Applies the legacy-to-2025 mapping: moves legacy rosters to their 2025 communes
+    /// and re-scopes legacy devices. Idempotent.
+    ApplyReform {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +284,71 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                 out.display(),
                 bytes.len()
             );
+            Ok(())
+        }
+        Command::Import {
+            command:
+                ImportCommand::Roster {
+                    file,
+                    unit,
+                    skip_invalid,
+                    data,
+                    json,
+                },
+        } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| anyhow_like::Error(format!("cannot read {}: {e}", file.display())))?;
+            let store = open(&data.data)?;
+            let report = crate::roster::import(&store, &unit, &bytes, skip_invalid).map_err(anyhow_like::Error)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for e in &report.errors {
+                    eprintln!("row {}: {}", e.row, e.reason);
+                }
+                for c in &report.ignored_columns {
+                    eprintln!("column `{c}` is not in the template and was not imported");
+                }
+                if report.applied {
+                    println!(
+                        "roster {}: {} row(s), {} created, {} updated, {} unchanged, {} bad row(s) skipped",
+                        report.unit, report.rows, report.created, report.updated, report.unchanged, report.skipped
+                    );
+                }
+            }
+            if !report.applied {
+                return Err(anyhow_like::Error(format!(
+                    "nothing imported: {} bad row(s); fix them or pass --skip-invalid",
+                    report.errors.len()
+                )));
+            }
+            Ok(())
+        }
+        Command::Roster {
+            command: RosterCommand::Export { unit, out, data },
+        } => {
+            let store = open(&data.data)?;
+            let bytes = crate::roster::export(&store, &unit).map_err(anyhow_like::Error)?;
+            write_file(&out, &bytes)?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(())
+        }
+        Command::Units {
+            command: UnitsCommand::ApplyReform { data, json },
+        } => {
+            let store = open(&data.data)?;
+            let report = crate::roster::apply_reform(&store)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for (from, to, n) in &report.moved {
+                    println!("{from} -> {to}: {n} cadre(s) moved");
+                }
+                println!(
+                    "{} cadre(s) moved, {} device(s) re-scoped",
+                    report.cadres_moved, report.devices_rescoped
+                );
+            }
             Ok(())
         }
         Command::Report {

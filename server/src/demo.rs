@@ -138,6 +138,7 @@ fn cadre(rng: &mut StdRng) -> Cadre {
         } else {
             TheoryLevel::SoCap
         }),
+        state_management: None,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod api;
 pub mod bundle;
 pub mod cli;
 pub mod demo;
+pub mod roster;
 pub mod sqlite;
 pub mod store;
 pub mod sync;

@@ -303,6 +303,13 @@ impl Store for SqliteStore {
         Ok(n > 0)
     }
 
+    fn set_device_unit(&self, device_id: &str, unit: &str) -> StoreResult<bool> {
+        let n = self
+            .conn()
+            .execute("UPDATE devices SET unit = ?2 WHERE id = ?1", params![device_id, unit])?;
+        Ok(n > 0)
+    }
+
     fn devices(&self) -> StoreResult<Vec<DeviceRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY unit, id"))?;

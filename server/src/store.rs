@@ -109,6 +109,12 @@ pub trait Store: Send + Sync + 'static {
     /// The cursor the device was last answered with (what a server bundle starts from).
     fn set_device_cursor(&self, device_id: &str, cursor: i64) -> StoreResult<()>;
     fn revoke_device(&self, device_id: &str, now: i64) -> StoreResult<bool>;
+    /// Moves a device to another unit (the 2025 reform re-scopes legacy devices).
+    /// Returns false when no such device exists.
+    fn set_device_unit(&self, device_id: &str, unit: &str) -> StoreResult<bool> {
+        let _ = (device_id, unit);
+        Err(StoreError::Other("re-scoping devices is not supported by this backend".into()))
+    }
     fn devices(&self) -> StoreResult<Vec<DeviceRow>>;
     fn record_contact(
         &self,

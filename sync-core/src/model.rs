@@ -130,6 +130,10 @@ pub struct Cadre {
     pub qualification: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub theory_level: Option<TheoryLevel>,
+    /// State-management training (Quản lý nhà nước), as the commune writes it
+    /// ("Chuyên viên", "Chuyên viên chính", ...).
+    #[serde(rename = "qlnn", default, skip_serializing_if = "Option::is_none")]
+    pub state_management: Option<String>,
 }
 
 impl Cadre {
@@ -143,6 +147,15 @@ impl Cadre {
                 "birth year {} is outside 1930-2015",
                 self.birth_year
             )));
+        }
+        for (what, text) in [
+            ("position", &self.position),
+            ("qualification", &self.qualification),
+            ("state management", &self.state_management),
+        ] {
+            if text.as_ref().is_some_and(|t| t.chars().count() > 200) {
+                return Err(InvalidInput::new(format!("a cadre's {what} has at most 200 characters")));
+            }
         }
         if let Some(code) = &self.ethnicity {
             if !crate::units::ethnic_groups().iter().any(|(c, _)| c == code) {

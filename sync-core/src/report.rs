@@ -129,7 +129,8 @@ impl CourseReport {
         let mut sessions = rows.sessions;
         sessions.sort_by(|a, b| (&a.date, &a.half_day, &a.id).cmp(&(&b.date, &b.half_day, &b.id)));
         let mut trainees = rows.trainees;
-        trainees.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        // Vietnamese list order (given name, then the whole name), the same on every side.
+        trainees.sort_by_cached_key(|t| (t.name.as_deref().map(crate::text::name_key), t.id.clone()));
         let session_ids: BTreeSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
         let enrolled: BTreeSet<&str> = trainees.iter().map(|t| t.id.as_str()).collect();
 

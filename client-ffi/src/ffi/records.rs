@@ -106,6 +106,7 @@ impl From<NewCadre> for m::Cadre {
             position: c.position,
             qualification: c.qualification,
             theory_level: c.theory_level.map(Into::into),
+            state_management: None,
         }
     }
 }

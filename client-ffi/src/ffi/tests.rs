@@ -99,6 +99,7 @@ fn cadre(name: &str, birth_year: u16) -> NewCadre {
         position: None,
         qualification: None,
         theory_level: None,
+        state_management: None,
     }
 }
 

@@ -5,6 +5,7 @@ mod bundles;
 mod cli;
 mod common;
 mod netem;
+mod rosters;
 mod scope_and_refusals;
 mod simulation;
 mod sync_and_conflicts;
