@@ -90,6 +90,24 @@ enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Records an evaluation of a trainee: monthly (--period YYYY-MM) or final, with
+    /// a score out of 10 (--score 8.5) or a decision (--passed yes|no).
+    Evaluate {
+        #[arg(long)]
+        course: String,
+        #[arg(long)]
+        cadre: String,
+        #[arg(long, value_parser = |s: &str| s.parse::<sync_core::model::EvalKind>().map_err(|e| e.to_string()))]
+        kind: sync_core::model::EvalKind,
+        #[arg(long)]
+        period: Option<String>,
+        #[arg(long, conflicts_with = "passed", required_unless_present = "passed")]
+        score: Option<f64>,
+        #[arg(long, value_parser = parse_yes_no)]
+        passed: Option<bool>,
+        #[command(flatten)]
+        json: Json,
+    },
     /// Imports data from files (a roster sheet in the README's template).
     Import {
         #[command(subcommand)]
@@ -271,6 +289,14 @@ enum ShowCommand {
 
 fn parse_status(s: &str) -> Result<MarkStatus, String> {
     s.parse().map_err(|e: sync_core::InvalidInput| e.to_string())
+}
+
+fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match sync_core::text::fold_compact(s).as_str() {
+        "yes" | "y" | "true" | "pass" | "dat" | "co" => Ok(true),
+        "no" | "n" | "false" | "fail" | "khongdat" | "khong" => Ok(false),
+        _ => Err(format!("`{s}` is not yes or no")),
+    }
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
@@ -617,8 +643,17 @@ fn execute(cli: Cli) -> Result<(), Error> {
                         c.attended,
                         c.sessions,
                         c.ratio * 100.0,
-                        if c.completed { "completed" } else { "below threshold" }
+                        if c.completed {
+                            "completed"
+                        } else if !c.attendance_ok {
+                            "below threshold"
+                        } else {
+                            "evaluation missing or failed"
+                        }
                     );
+                }
+                if !r.evaluations.is_empty() {
+                    println!("{} evaluation(s)", r.evaluations.len());
                 }
                 if !r.conflicts.is_empty() {
                     println!("{} conflict(s): run `diemdanh conflicts`", r.conflicts.len());
@@ -639,6 +674,22 @@ fn execute(cli: Cli) -> Result<(), Error> {
                         c.values.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(" / ")
                     );
                 }
+            }
+        }
+        Command::Evaluate {
+            course,
+            cadre,
+            kind,
+            period,
+            score,
+            passed,
+            json,
+        } => {
+            let e = device.evaluate(&course, &cadre, kind, period, score, passed)?;
+            if json.json {
+                print_json(&e)?;
+            } else {
+                println!("saved {} evaluation ({})", e.slot(), if e.is_pass() { "passed" } else { "not passed" });
             }
         }
         Command::Import {

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod bundle;
+pub mod certificates;
 pub mod cli;
 pub mod demo;
 pub mod roster;

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::bundle;
 use crate::docs::{self, Contents, DocId, DocKind};
 use crate::error::{Error, Result};
-use crate::model::{check_date, check_id, new_id, Cadre, CourseMeta, Enrolment, HalfDay, Mark, MarkStatus, Session};
+use crate::model::{
+    check_date, check_id, new_id, Cadre, CourseMeta, Enrolment, EvalKind, Evaluation, HalfDay, Mark, MarkStatus, Session,
+};
 use crate::projection;
 use crate::roster;
 use crate::protocol::{
@@ -575,6 +577,46 @@ impl Device {
             |t| Ok(t.put(ROOT, key, value)?),
             |tx, doc| project_doc(tx, &doc_id, doc),
         )
+    }
+
+    /// Records an evaluation of an enrolled trainee: monthly (with its `YYYY-MM`) or
+    /// final; a score out of 10 or passed yes/no. Recording the same slot again
+    /// replaces it. Checked with the rules the server applies to the course document.
+    pub fn evaluate(
+        &mut self,
+        course: &str,
+        cadre: &str,
+        kind: EvalKind,
+        period: Option<String>,
+        score: Option<f64>,
+        passed: Option<bool>,
+    ) -> Result<Evaluation> {
+        check_id("cadre", cadre)?;
+        let (doc_id, contents) = self.course(course)?;
+        self.check_scope(&doc_id.unit)?;
+        if !contents.enrolments.contains_key(cadre) {
+            return Err(Error::invalid(format!(
+                "trainee {cadre} is not enrolled in course {course}"
+            )));
+        }
+        let evaluation = Evaluation {
+            kind,
+            period: period.map(|p| p.trim().to_string()),
+            score,
+            passed,
+            device: self.device_id.clone(),
+            at: now_secs(),
+        };
+        evaluation.check()?;
+        let key = docs::evaluation_key(cadre, &evaluation.slot());
+        let value = docs::encode(&evaluation);
+        self.commit_doc(
+            &doc_id,
+            "evaluate",
+            |t| Ok(t.put(ROOT, key, value)?),
+            |tx, doc| project_doc(tx, &doc_id, doc),
+        )?;
+        Ok(evaluation)
     }
 
     /// Finds a session by id, or by date when the course has exactly one session that day.

@@ -171,3 +171,84 @@ fn roster_import_list_and_export_through_both_command_lines() {
     let got: Vec<&str> = all.as_array().expect("array").iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(got, vec!["Pờ Thị Dợ", "Lò Thị Hoa", "Giàng A Páo"], "Vietnamese order by given name");
 }
+
+#[test]
+fn evaluations_sync_and_decide_who_gets_a_certificate_number() {
+    use sync_core::model::EvalKind;
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut d = server.enrolled_device(&dir.path().join("tablet"), NAM_HANG_2025);
+    let sheet = "Họ và tên,Giới tính,Năm sinh\nLò Thị Hoa,Nữ,1988\nGiàng A Páo,Nam,1979\nTòng Văn Minh,Nam,1990\n";
+    d.import_roster(NAM_HANG_2025, sheet.as_bytes(), false).expect("import");
+    let ids: Vec<String> = d.list_cadres(None).expect("list").into_iter().map(|c| c.id).collect();
+    let (hoa, pao, minh) = (&ids[0], &ids[1], &ids[2]);
+    let dates = ["2026-11-02", "2026-12-01"].map(|date| NewSession {
+        date: date.into(),
+        ..Default::default()
+    });
+    let course = d
+        .create_course(NAM_HANG_2025, meta("Tập sự tại cơ quan cấp tỉnh"), dates.to_vec())
+        .expect("course");
+    for id in &ids {
+        d.enrol(&course.id, id).expect("enrol");
+    }
+    for s in ["2026-11-02", "2026-12-01"] {
+        d.mark_all(&course.id, s, MarkStatus::Present).expect("mark");
+        d.mark(&course.id, s, minh, MarkStatus::Absent, None).expect("mark");
+    }
+    let monthly = || Some("2026-12".to_string());
+    d.evaluate(&course.id, hoa, EvalKind::Monthly, monthly(), Some(8.5), None).expect("hoa");
+    d.evaluate(&course.id, pao, EvalKind::Monthly, monthly(), Some(4.0), None).expect("pao");
+    d.evaluate(&course.id, minh, EvalKind::Monthly, monthly(), None, Some(true)).expect("minh");
+    // The device checks before it commits.
+    for (kind, period, score, passed) in [
+        (EvalKind::Monthly, monthly(), Some(11.0), None),
+        (EvalKind::Monthly, None, Some(8.0), None),
+        (EvalKind::Final, None, None, None),
+        (EvalKind::Final, monthly(), Some(8.0), None),
+    ] {
+        assert!(d.evaluate(&course.id, hoa, kind, period, score, passed).is_err());
+    }
+    assert!(d
+        .evaluate(&course.id, "notenrolled", EvalKind::Final, None, Some(9.0), None)
+        .is_err());
+    assert!(server.sync(&mut d).expect("sync").refused.is_empty());
+
+    let report = server.report(&course.id);
+    assert_eq!(report.evaluations.len(), 3);
+    let row = |id: &str| report.completion.iter().find(|c| c.cadre == id).expect("row").clone();
+    assert!(row(hoa).completed);
+    assert!(row(pao).attendance_ok && !row(pao).evaluations_ok && !row(pao).completed);
+    assert!(!row(minh).attendance_ok && !row(minh).completed);
+    assert_eq!(d.show_course(&course.id).expect("show").completion, report.completion, "same rule on both sides");
+
+    let store = server.store();
+    let first = diemdanh_server::certificates::issue(&store, &course.id, 2026, 1).expect("issue");
+    assert_eq!((first.completed, first.newly_issued), (1, 1));
+    assert_eq!(first.certificates[0].number, "03434/2026/00001");
+    let again = diemdanh_server::certificates::issue(&store, &course.id, 2026, 2).expect("issue again");
+    assert_eq!(again.newly_issued, 0, "idempotent");
+    // Páo is evaluated again and passes: the next number; Hoa keeps hers.
+    d.evaluate(&course.id, pao, EvalKind::Monthly, monthly(), Some(6.0), None).expect("again");
+    server.sync(&mut d).expect("sync");
+    let third = diemdanh_server::certificates::issue(&store, &course.id, 2026, 3).expect("issue");
+    assert_eq!(third.newly_issued, 1);
+    let numbers: Vec<(&str, &str)> = third
+        .certificates
+        .iter()
+        .map(|l| (l.number.as_str(), l.name.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(numbers, vec![("03434/2026/00001", "Lò Thị Hoa"), ("03434/2026/00002", "Giàng A Páo")]);
+    let csv = diemdanh_server::certificates::to_csv(&diemdanh_server::certificates::list(&store, &course.id).expect("list"));
+    assert!(String::from_utf8_lossy(&csv).contains("03434/2026/00002,Giàng A Páo"));
+
+    // A bad evaluation that skipped the device's checks is refused by the server.
+    let doc = sync_core::DocId::course(&NAM_HANG_2025.parse().expect("unit"), &course.id);
+    let key = sync_core::docs::evaluation_key(hoa, "final");
+    d.write_unchecked(&doc, &key, r#"{"kind":"final","score":12.0,"d":"x","t":1}"#)
+        .expect("write");
+    let stats = server.sync(&mut d).expect("sync");
+    assert_eq!(stats.refused.len(), 1);
+    assert!(stats.refused[0].reason.contains("score"), "{}", stats.refused[0].reason);
+    assert_eq!(server.report(&course.id).evaluations.len(), 3);
+}
