@@ -689,7 +689,11 @@ fn execute(cli: Cli) -> Result<(), Error> {
             if json.json {
                 print_json(&e)?;
             } else {
-                println!("saved {} evaluation ({})", e.slot(), if e.is_pass() { "passed" } else { "not passed" });
+                println!(
+                    "saved {} evaluation ({})",
+                    e.slot(),
+                    if e.is_pass() { "passed" } else { "not passed" }
+                );
             }
         }
         Command::Import {

@@ -36,9 +36,10 @@ pub struct IssueReport {
 fn register_unit(unit: &str) -> String {
     let tree = UnitTree::reference();
     match unit.parse::<UnitKey>() {
-        Ok(k) if k.scheme == Scheme::Legacy && tree.get(&k).map(|u| u.level) == Some(Level::Commune) => {
-            tree.default_successor(&k).map(|s| s.to_string()).unwrap_or_else(|| unit.to_string())
-        }
+        Ok(k) if k.scheme == Scheme::Legacy && tree.get(&k).map(|u| u.level) == Some(Level::Commune) => tree
+            .default_successor(&k)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| unit.to_string()),
         _ => unit.to_string(),
     }
 }
@@ -55,7 +56,11 @@ fn lines(report: &CourseReport, certs: &[CertificateRow]) -> Vec<CertificateLine
     let mut out: Vec<CertificateLine> = certs
         .iter()
         .map(|c| {
-            let name = report.trainees.iter().find(|t| t.id == c.cadre_id).and_then(|t| t.name.clone());
+            let name = report
+                .trainees
+                .iter()
+                .find(|t| t.id == c.cadre_id)
+                .and_then(|t| t.name.clone());
             let done = report.completion.iter().find(|x| x.cadre == c.cadre_id);
             CertificateLine {
                 number: c.number.clone(),
@@ -80,7 +85,11 @@ pub fn issue(store: &dyn Store, course: &str, year: i64, now: i64) -> Result<Iss
         .iter()
         .filter(|c| c.completed)
         .map(|c| {
-            let name = r.trainees.iter().find(|t| t.id == c.cadre).and_then(|t| t.name.as_deref());
+            let name = r
+                .trainees
+                .iter()
+                .find(|t| t.id == c.cadre)
+                .and_then(|t| t.name.as_deref());
             (c.cadre.as_str(), name)
         })
         .collect();
@@ -110,7 +119,14 @@ pub fn list(store: &dyn Store, course: &str) -> Result<Vec<CertificateLine>, Str
     Ok(lines(&r, &certs))
 }
 
-const HEADERS: [&str; 6] = ["STT", "Số chứng chỉ", "Họ và tên", "Mã học viên", "Số buổi dự", "Tổng số buổi"];
+const HEADERS: [&str; 6] = [
+    "STT",
+    "Số chứng chỉ",
+    "Họ và tên",
+    "Mã học viên",
+    "Số buổi dự",
+    "Tổng số buổi",
+];
 
 fn cells(l: &CertificateLine) -> [String; 5] {
     [

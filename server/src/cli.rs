@@ -244,7 +244,11 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             demo_scale,
         } => {
             let scale = (demo_scale == "province").then_some(crate::demo::Scale::Province);
-            serve(&data.data, listen, demo.then(|| scale.unwrap_or(crate::demo::Scale::District)))
+            serve(
+                &data.data,
+                listen,
+                demo.then(|| scale.unwrap_or(crate::demo::Scale::District)),
+            )
         }
         Command::EnrollCode { data, unit, valid_days } => {
             let unit = UnitTree::reference().resolve(&unit)?;
@@ -341,8 +345,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                     json,
                 },
         } => {
-            let bytes = std::fs::read(&file)
-                .map_err(|e| anyhow_like::Error(format!("cannot read {}: {e}", file.display())))?;
+            let bytes =
+                std::fs::read(&file).map_err(|e| anyhow_like::Error(format!("cannot read {}: {e}", file.display())))?;
             let store = open(&data.data)?;
             let report = crate::roster::import(&store, &unit, &bytes, skip_invalid).map_err(anyhow_like::Error)?;
             if json {
@@ -379,7 +383,13 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             Ok(())
         }
         Command::Certificates {
-            command: CertificatesCommand::Issue { course, year, data, json },
+            command:
+                CertificatesCommand::Issue {
+                    course,
+                    year,
+                    data,
+                    json,
+                },
         } => {
             let store = open(&data.data)?;
             let year = year.unwrap_or_else(|| i64::from(time::OffsetDateTime::now_utc().year()));
@@ -398,7 +408,13 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             Ok(())
         }
         Command::Certificates {
-            command: CertificatesCommand::List { course, out, data, json },
+            command:
+                CertificatesCommand::List {
+                    course,
+                    out,
+                    data,
+                    json,
+                },
         } => {
             let store = open(&data.data)?;
             let lines = crate::certificates::list(&store, &course).map_err(anyhow_like::Error)?;

@@ -11,8 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sync_core::docs::{self, DocId};
 use sync_core::model::{
-    Cadre, Category, CourseMeta, Enrolment, EvalKind, Evaluation, Gender, Mark, MarkStatus, Session,
-    TheoryLevel,
+    Cadre, Category, CourseMeta, Enrolment, EvalKind, Evaluation, Gender, Mark, MarkStatus, Session, TheoryLevel,
 };
 use sync_core::units::UnitKey;
 

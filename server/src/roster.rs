@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, ReadDoc, ROOT};
+use automerge::{ActorId, ROOT};
 use serde::Serialize;
 use sync_core::docs::{self, Contents, DocId};
 use sync_core::model::Cadre;
@@ -179,7 +179,9 @@ pub fn apply_reform(store: &dyn Store) -> StoreResult<ReformReport> {
             server_change(tx, &DocId::roster(&to), "unit reform: cadres moved in", &puts, &[])?;
             server_change(tx, &DocId::roster(from), "unit reform: cadres moved out", &[], &deletes)?;
             report.cadres_moved += cadres.len() as u32;
-            report.moved.push((from.to_string(), to.to_string(), cadres.len() as u32));
+            report
+                .moved
+                .push((from.to_string(), to.to_string(), cadres.len() as u32));
         }
         Ok(())
     })?;

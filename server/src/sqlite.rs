@@ -374,7 +374,15 @@ impl Store for SqliteStore {
             tx.execute(
                 "INSERT INTO certificates (course_id, cadre_id, unit, year, seq, number, issued_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![row.course_id, row.cadre_id, row.unit, row.year, row.seq, row.number, row.issued_at],
+                params![
+                    row.course_id,
+                    row.cadre_id,
+                    row.unit,
+                    row.year,
+                    row.seq,
+                    row.number,
+                    row.issued_at
+                ],
             )?;
             out.push((row, true));
         }

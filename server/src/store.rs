@@ -126,7 +126,9 @@ pub trait Store: Send + Sync + 'static {
     /// Returns false when no such device exists.
     fn set_device_unit(&self, device_id: &str, unit: &str) -> StoreResult<bool> {
         let _ = (device_id, unit);
-        Err(StoreError::Other("re-scoping devices is not supported by this backend".into()))
+        Err(StoreError::Other(
+            "re-scoping devices is not supported by this backend".into(),
+        ))
     }
     fn devices(&self) -> StoreResult<Vec<DeviceRow>>;
     /// Gives each of `cadres` a certificate for `course` from the register of
@@ -141,12 +143,16 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<Vec<(CertificateRow, bool)>> {
         let _ = (course_id, unit, year, cadres, now);
-        Err(StoreError::Other("certificates are not supported by this backend".into()))
+        Err(StoreError::Other(
+            "certificates are not supported by this backend".into(),
+        ))
     }
     /// The certificates issued for a course, in number order.
     fn certificates(&self, course_id: &str) -> StoreResult<Vec<CertificateRow>> {
         let _ = course_id;
-        Err(StoreError::Other("certificates are not supported by this backend".into()))
+        Err(StoreError::Other(
+            "certificates are not supported by this backend".into(),
+        ))
     }
     fn record_contact(
         &self,

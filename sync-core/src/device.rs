@@ -16,15 +16,16 @@ use crate::bundle;
 use crate::docs::{self, Contents, DocId, DocKind};
 use crate::error::{Error, Result};
 use crate::model::{
-    check_date, check_id, new_id, Cadre, CourseMeta, Enrolment, EvalKind, Evaluation, HalfDay, Mark, MarkStatus, Session,
+    check_date, check_id, new_id, Cadre, CourseMeta, Enrolment, EvalKind, Evaluation, HalfDay, Mark, MarkStatus,
+    Session,
 };
 use crate::projection;
-use crate::roster;
 use crate::protocol::{
     self, error_from_reply, hashes_from_wire, hashes_to_wire, DocPush, EnrollRequest, EnrollResponse, Outcome,
     SyncRequest, SyncResponse, Transport,
 };
 use crate::report::CourseReport;
+use crate::roster;
 use crate::store::{self, heads_from_blob, heads_to_blob};
 use crate::units::{UnitKey, UnitTree};
 

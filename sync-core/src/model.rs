@@ -114,7 +114,7 @@ string_enum!(
 string_enum!(HalfDay { Morning = "morning", Afternoon = "afternoon" });
 
 string_enum!(
-    /// A monthly evaluation (of a attachment period) or the course's final one.
+    /// A monthly evaluation (of an attachment period) or the course's final one.
     EvalKind {
         Monthly = "monthly",
         Final = "final",
@@ -147,9 +147,7 @@ impl Evaluation {
         match (self.score, self.passed) {
             (Some(s), None) => {
                 if !(0.0..=10.0).contains(&s) || ((s * 100.0).round() - s * 100.0).abs() > 1e-6 {
-                    return Err(InvalidInput::new(
-                        "a score is 0 to 10 with at most two decimals",
-                    ));
+                    return Err(InvalidInput::new("a score is 0 to 10 with at most two decimals"));
                 }
             }
             (None, Some(_)) => {}
@@ -167,11 +165,11 @@ impl Evaluation {
                 }
             }
             (EvalKind::Monthly, None) => {
-                return Err(InvalidInput::new("a monthly evaluation needs its month (--period YYYY-MM)"))
+                return Err(InvalidInput::new(
+                    "a monthly evaluation needs its month (--period YYYY-MM)",
+                ))
             }
-            (EvalKind::Final, Some(_)) => {
-                return Err(InvalidInput::new("a final evaluation has no period"))
-            }
+            (EvalKind::Final, Some(_)) => return Err(InvalidInput::new("a final evaluation has no period")),
             (EvalKind::Final, None) => {}
         }
         Ok(())
@@ -236,7 +234,9 @@ impl Cadre {
             ("state management", &self.state_management),
         ] {
             if text.as_ref().is_some_and(|t| t.chars().count() > 200) {
-                return Err(InvalidInput::new(format!("a cadre's {what} has at most 200 characters")));
+                return Err(InvalidInput::new(format!(
+                    "a cadre's {what} has at most 200 characters"
+                )));
             }
         }
         if let Some(code) = &self.ethnicity {

@@ -118,7 +118,16 @@ pub fn write(conn: &Connection, id: &DocId, contents: &Contents, sensitive: bool
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for ((cadre, slot), v) in &course.evaluations {
-                stmt.execute(params![cid, cadre, slot, v.kind.as_str(), v.period, v.score, v.passed, v.is_pass()])?;
+                stmt.execute(params![
+                    cid,
+                    cadre,
+                    slot,
+                    v.kind.as_str(),
+                    v.period,
+                    v.score,
+                    v.passed,
+                    v.is_pass()
+                ])?;
             }
         }
         Contents::Attendance(marks) => {

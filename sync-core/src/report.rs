@@ -340,7 +340,11 @@ mod tests {
             ev("zz", "final", false),
         ];
         let r = CourseReport::assemble(input.clone());
-        assert_eq!(r.evaluations.len(), 4, "evaluations of trainees not enrolled are left out");
+        assert_eq!(
+            r.evaluations.len(),
+            4,
+            "evaluations of trainees not enrolled are left out"
+        );
         let a = r.completion.iter().find(|c| c.cadre == "a").expect("a");
         assert!(a.attendance_ok && a.evaluations_ok && a.completed);
         let b = r.completion.iter().find(|c| c.cadre == "b").expect("b");

@@ -126,7 +126,11 @@ pub fn collation_key(s: &str) -> Vec<u16> {
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
-            let lower = if c == 'Đ' { 'đ' } else { c.to_lowercase().next().unwrap_or(c) };
+            let lower = if c == 'Đ' {
+                'đ'
+            } else {
+                c.to_lowercase().next().unwrap_or(c)
+            };
             let mut marks = Vec::new();
             let mut j = i + 1;
             while j < chars.len() && unicode_normalization::char::is_combining_mark(chars[j]) {
@@ -199,7 +203,9 @@ mod tests {
 
     #[test]
     fn letters_follow_the_vietnamese_alphabet() {
-        let mut words = vec!["ê", "đa", "y", "ư", "da", "ơ", "ô", "o", "ă", "â", "a", "b", "e", "u", "c"];
+        let mut words = vec![
+            "ê", "đa", "y", "ư", "da", "ơ", "ô", "o", "ă", "â", "a", "b", "e", "u", "c",
+        ];
         words.sort_by(|a, b| compare(a, b));
         assert_eq!(
             words,

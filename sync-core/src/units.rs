@@ -149,6 +149,11 @@ impl UnitTree {
             let district = UnitKey::new(Scheme::Legacy, &rec[2]);
             tree.add(province.clone(), &rec[1], Level::Province, None);
             tree.add(district.clone(), &rec[3], Level::District, Some(province));
+            // Five island districts (Bạch Long Vĩ, Cồn Cỏ, Hoàng Sa, Lý Sơn, Côn Đảo) had
+            // no commune level: their row has an empty commune code.
+            if rec[5].is_empty() {
+                continue;
+            }
             tree.add(
                 UnitKey::new(Scheme::Legacy, &rec[5]),
                 &rec[6],
@@ -162,7 +167,10 @@ impl UnitTree {
                 &rec[2] == "1",
                 &rec[3] == "1",
             ));
-            tree.from_legacy.entry(rec[1].to_string()).or_default().push(rec[0].to_string());
+            tree.from_legacy
+                .entry(rec[1].to_string())
+                .or_default()
+                .push(rec[0].to_string());
             tree.mapping_rows += 1;
         }
         tree
@@ -228,10 +236,7 @@ impl UnitTree {
                 .successors(unit)
                 .iter()
                 .any(|(k, _, _)| self.is_within_scheme(k, root)),
-            (Scheme::S2025, Scheme::Legacy) => self
-                .predecessors(unit)
-                .iter()
-                .any(|k| self.is_within_scheme(k, root)),
+            (Scheme::S2025, Scheme::Legacy) => self.predecessors(unit).iter().any(|k| self.is_within_scheme(k, root)),
             _ => false,
         }
     }
@@ -434,15 +439,25 @@ mod tests {
             .values()
             .filter(|u| u.key.scheme == Scheme::Legacy && u.level == Level::Commune)
             .count();
-        assert_eq!(legacy_communes, 10_040);
+        // 10,040 rows: 10,035 communes and 5 island districts with no commune level.
+        assert_eq!(legacy_communes, 10_035);
+        assert!(t.units.keys().all(|k| !k.code.is_empty()));
+        let island = t.get(&UnitKey::new(Scheme::Legacy, "318")).expect("Bạch Long Vĩ");
+        assert_eq!(island.level, Level::District);
+        assert!(t.children(&island.key).is_empty());
         assert_eq!(t.mapping_rows, 10_597);
-        // Every legacy commune has a successor, and every 2025 commune a predecessor.
+        // Every legacy commune has a successor; every 2025 commune a predecessor but the
+        // five island special zones (đặc khu), made from the commune-less island districts.
+        let mut orphans = Vec::new();
         for u in t.units.values().filter(|u| u.level == Level::Commune) {
             match u.key.scheme {
                 Scheme::Legacy => assert!(t.default_successor(&u.key).is_some(), "{}", u.key),
-                Scheme::S2025 => assert!(!t.predecessors(&u.key).is_empty(), "{}", u.key),
+                Scheme::S2025 if t.predecessors(&u.key).is_empty() => orphans.push(u.name.clone()),
+                Scheme::S2025 => {}
             }
         }
+        assert_eq!(orphans.len(), 5, "{orphans:?}");
+        assert!(orphans.iter().all(|n| n.starts_with("Đặc khu")), "{orphans:?}");
     }
 
     #[test]
@@ -474,9 +489,18 @@ mod tests {
             assert!(t.is_within(&u, &k("2025:12")), "{u}");
         }
         // Grouping by either structure.
-        assert_eq!(t.group_at(&nam_manh, Scheme::S2025, Level::Province), Some(k("2025:12")));
-        assert_eq!(t.group_at(&nam_manh, Scheme::Legacy, Level::District), Some(district.clone()));
-        assert_eq!(t.group_at(&k("2025:03434"), Scheme::Legacy, Level::District), Some(district));
+        assert_eq!(
+            t.group_at(&nam_manh, Scheme::S2025, Level::Province),
+            Some(k("2025:12"))
+        );
+        assert_eq!(
+            t.group_at(&nam_manh, Scheme::Legacy, Level::District),
+            Some(district.clone())
+        );
+        assert_eq!(
+            t.group_at(&k("2025:03434"), Scheme::Legacy, Level::District),
+            Some(district)
+        );
         assert_eq!(t.counterpart(&k("2025:03434")), Some(k("legacy:03434")));
         assert_eq!(t.ancestors_in(&k("2025:12"), Scheme::Legacy), vec![]);
     }

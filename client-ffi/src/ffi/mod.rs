@@ -243,8 +243,7 @@ impl FieldClient {
     /// Imports a roster sheet (XLSX, XLS or CSV file in the README's template). With
     /// any bad row nothing is written unless `skip_invalid`; see `RosterImport.errors`.
     pub fn import_roster(&self, unit: String, path: String, skip_invalid: bool) -> FieldResult<RosterImport> {
-        let bytes = std::fs::read(&path)
-            .map_err(|e| FieldError::invalid(format!("cannot read {path}: {e}")))?;
+        let bytes = std::fs::read(&path).map_err(|e| FieldError::invalid(format!("cannot read {path}: {e}")))?;
         self.with_device(|d| Ok(d.import_roster(&unit, &bytes, skip_invalid)?.into()))
     }
 

@@ -99,7 +99,6 @@ fn cadre(name: &str, birth_year: u16) -> NewCadre {
         position: None,
         qualification: None,
         theory_level: None,
-        state_management: None,
     }
 }
 

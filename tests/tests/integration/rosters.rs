@@ -14,7 +14,8 @@ use crate::common::meta;
 const NAM_MANH_LEGACY: &str = "legacy:03474";
 const NAM_HANG_2025: &str = "2025:03434";
 
-const SHEET: &str = "STT,Họ và tên,Giới tính,Năm sinh,Dân tộc,Chức danh,Loại,Trình độ chuyên môn,Lý luận chính trị,Quản lý nhà nước
+const SHEET: &str =
+    "STT,Họ và tên,Giới tính,Năm sinh,Dân tộc,Chức danh,Loại,Trình độ chuyên môn,Lý luận chính trị,Quản lý nhà nước
 1,Lò Thị Hoa,Nữ,1988,Thái,Công chức Văn phòng - Thống kê,Công chức,Đại học,Trung cấp,Chuyên viên
 2,Giàng A Páo,Nam,1979,HMông,Chủ tịch UBND xã,Cán bộ,Cao đẳng,Cao cấp,
 ";
@@ -31,7 +32,9 @@ fn the_reform_moves_rosters_once_and_a_legacy_device_keeps_syncing() {
     let mut old = server.enrolled_device(&dir.path().join("old"), NAM_MANH_LEGACY);
     let mut new = server.enrolled_device(&dir.path().join("new"), NAM_HANG_2025);
 
-    let r = old.import_roster(NAM_MANH_LEGACY, SHEET.as_bytes(), false).expect("import");
+    let r = old
+        .import_roster(NAM_MANH_LEGACY, SHEET.as_bytes(), false)
+        .expect("import");
     assert_eq!((r.created, r.applied), (2, true));
     let ids: Vec<String> = old.list_cadres(None).expect("list").into_iter().map(|c| c.id).collect();
     let course = old
@@ -47,15 +50,23 @@ fn the_reform_moves_rosters_once_and_a_legacy_device_keeps_syncing() {
     for id in &ids {
         old.enrol(&course.id, id).expect("enrol");
     }
-    old.mark_all(&course.id, "2026-12-01", MarkStatus::Present).expect("mark");
+    old.mark_all(&course.id, "2026-12-01", MarkStatus::Present)
+        .expect("mark");
     assert!(server.sync(&mut old).expect("sync").refused.is_empty());
     server.sync(&mut new).expect("sync");
-    assert_eq!(new.list_cadres(Some(NAM_MANH_LEGACY)).expect("list").len(), 2, "2025 scope sees legacy data");
+    assert_eq!(
+        new.list_cadres(Some(NAM_MANH_LEGACY)).expect("list").len(),
+        2,
+        "2025 scope sees legacy data"
+    );
 
     let store = server.store();
     let first = diemdanh_server::roster::apply_reform(&store).expect("reform");
     assert_eq!((first.cadres_moved, first.devices_rescoped), (2, 1));
-    assert_eq!(first.moved, vec![(NAM_MANH_LEGACY.to_string(), NAM_HANG_2025.to_string(), 2)]);
+    assert_eq!(
+        first.moved,
+        vec![(NAM_MANH_LEGACY.to_string(), NAM_HANG_2025.to_string(), 2)]
+    );
     let again = diemdanh_server::roster::apply_reform(&store).expect("reform again");
     assert_eq!((again.cadres_moved, again.devices_rescoped), (0, 0), "idempotent");
 
@@ -73,9 +84,14 @@ fn the_reform_moves_rosters_once_and_a_legacy_device_keeps_syncing() {
         assert_eq!(d.list_cadres(None).expect("list").len(), 2, "nothing on two rosters");
     }
     // The legacy device keeps recording into its course and writing the new roster.
-    old.mark(&course.id, "2026-12-01", &ids[0], MarkStatus::Late, None).expect("mark");
+    old.mark(&course.id, "2026-12-01", &ids[0], MarkStatus::Late, None)
+        .expect("mark");
     let r = old
-        .import_roster(NAM_HANG_2025, "Họ và tên,Giới tính,Năm sinh\nTòng Văn Minh,Nam,1990\n".as_bytes(), false)
+        .import_roster(
+            NAM_HANG_2025,
+            "Họ và tên,Giới tính,Năm sinh\nTòng Văn Minh,Nam,1990\n".as_bytes(),
+            false,
+        )
         .expect("import into the 2025 roster");
     assert_eq!(r.created, 1);
     assert!(server.sync(&mut old).expect("sync").refused.is_empty());
@@ -87,7 +103,8 @@ fn the_reform_moves_rosters_once_and_a_legacy_device_keeps_syncing() {
     assert_eq!(new.show_course(&course.id).expect("show").marks, report.marks);
 
     // A cadre added offline under the legacy code after the reform moves at the next run.
-    old.add_cadre(NAM_MANH_LEGACY, crate::common::cadre("Lường Thị Dung")).expect("add");
+    old.add_cadre(NAM_MANH_LEGACY, crate::common::cadre("Lường Thị Dung"))
+        .expect("add");
     server.sync(&mut old).expect("sync");
     let third = diemdanh_server::roster::apply_reform(&store).expect("reform");
     assert_eq!(third.cadres_moved, 1);
@@ -122,7 +139,10 @@ fn roster_import_list_and_export_through_both_command_lines() {
     // One bad row: reported with its number, and nothing imported.
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, format!("{SHEET}3,,Nữ,1990,,,,,,\n4,Chảo Thị Mai,X,1990,,,,,,\n")).expect("write");
-    let out = diemdanh(&home, &["import", "roster", bad.to_str().expect("utf8"), "--unit", NAM_HANG_2025]);
+    let out = diemdanh(
+        &home,
+        &["import", "roster", bad.to_str().expect("utf8"), "--unit", NAM_HANG_2025],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("row 4: Họ và tên: missing"), "{stderr}");
@@ -132,7 +152,15 @@ fn roster_import_list_and_export_through_both_command_lines() {
     assert_eq!(listed.as_array().map(Vec::len), Some(0));
 
     // With --skip-invalid the good rows go in; the same file again creates nothing.
-    let args = ["import", "roster", bad.to_str().expect("utf8"), "--unit", NAM_HANG_2025, "--skip-invalid", "--json"];
+    let args = [
+        "import",
+        "roster",
+        bad.to_str().expect("utf8"),
+        "--unit",
+        NAM_HANG_2025,
+        "--skip-invalid",
+        "--json",
+    ];
     let r = json(&diemdanh(&home, &args));
     assert_eq!((r["created"].as_u64(), r["skipped"].as_u64()), (Some(2), Some(2)));
     let r = json(&diemdanh(&home, &args));
@@ -140,7 +168,15 @@ fn roster_import_list_and_export_through_both_command_lines() {
 
     let found = json(&diemdanh(
         &home,
-        &["roster", "list", "--unit", NAM_HANG_2025, "--search", "lo thi hoa", "--json"],
+        &[
+            "roster",
+            "list",
+            "--unit",
+            NAM_HANG_2025,
+            "--search",
+            "lo thi hoa",
+            "--json",
+        ],
     ));
     let found = found.as_array().expect("array");
     assert_eq!(found.len(), 1);
@@ -150,7 +186,17 @@ fn roster_import_list_and_export_through_both_command_lines() {
     // The server imports a sheet (in Excel form, exported by the device) as a server
     // change; the device receives it at its next sync and nothing is doubled.
     let xlsx = dir.path().join("roster.xlsx");
-    let out = diemdanh(&home, &["roster", "export", "--unit", NAM_HANG_2025, "--out", xlsx.to_str().expect("utf8")]);
+    let out = diemdanh(
+        &home,
+        &[
+            "roster",
+            "export",
+            "--unit",
+            NAM_HANG_2025,
+            "--out",
+            xlsx.to_str().expect("utf8"),
+        ],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let extra = dir.path().join("extra.csv");
     std::fs::write(&extra, "ho va ten;GIOI TINH;nam sinh\nPờ Thị Dợ;nữ;1992\n").expect("write");
@@ -159,7 +205,16 @@ fn roster_import_list_and_export_through_both_command_lines() {
     // device gave them, so the sync below merges instead of doubling.
     for (file, created) in [(&xlsx, 2), (&extra, 1), (&extra, 0)] {
         let out = Command::new(bin("diemdanh-server"))
-            .args(["import", "roster", file.to_str().expect("utf8"), "--unit", NAM_HANG_2025, "--data", &data, "--json"])
+            .args([
+                "import",
+                "roster",
+                file.to_str().expect("utf8"),
+                "--unit",
+                NAM_HANG_2025,
+                "--data",
+                &data,
+                "--json",
+            ])
             .output()
             .expect("server import");
         let r = json(&out);
@@ -168,8 +223,17 @@ fn roster_import_list_and_export_through_both_command_lines() {
     let out = diemdanh(&home, &["sync", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let all = json(&diemdanh(&home, &["roster", "list", "--unit", NAM_HANG_2025, "--json"]));
-    let got: Vec<&str> = all.as_array().expect("array").iter().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(got, vec!["Pờ Thị Dợ", "Lò Thị Hoa", "Giàng A Páo"], "Vietnamese order by given name");
+    let got: Vec<&str> = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        got,
+        vec!["Pờ Thị Dợ", "Lò Thị Hoa", "Giàng A Páo"],
+        "Vietnamese order by given name"
+    );
 }
 
 #[test]
@@ -197,9 +261,12 @@ fn evaluations_sync_and_decide_who_gets_a_certificate_number() {
         d.mark(&course.id, s, minh, MarkStatus::Absent, None).expect("mark");
     }
     let monthly = || Some("2026-12".to_string());
-    d.evaluate(&course.id, hoa, EvalKind::Monthly, monthly(), Some(8.5), None).expect("hoa");
-    d.evaluate(&course.id, pao, EvalKind::Monthly, monthly(), Some(4.0), None).expect("pao");
-    d.evaluate(&course.id, minh, EvalKind::Monthly, monthly(), None, Some(true)).expect("minh");
+    d.evaluate(&course.id, hoa, EvalKind::Monthly, monthly(), Some(8.5), None)
+        .expect("hoa");
+    d.evaluate(&course.id, pao, EvalKind::Monthly, monthly(), Some(4.0), None)
+        .expect("pao");
+    d.evaluate(&course.id, minh, EvalKind::Monthly, monthly(), None, Some(true))
+        .expect("minh");
     // The device checks before it commits.
     for (kind, period, score, passed) in [
         (EvalKind::Monthly, monthly(), Some(11.0), None),
@@ -220,7 +287,11 @@ fn evaluations_sync_and_decide_who_gets_a_certificate_number() {
     assert!(row(hoa).completed);
     assert!(row(pao).attendance_ok && !row(pao).evaluations_ok && !row(pao).completed);
     assert!(!row(minh).attendance_ok && !row(minh).completed);
-    assert_eq!(d.show_course(&course.id).expect("show").completion, report.completion, "same rule on both sides");
+    assert_eq!(
+        d.show_course(&course.id).expect("show").completion,
+        report.completion,
+        "same rule on both sides"
+    );
 
     let store = server.store();
     let first = diemdanh_server::certificates::issue(&store, &course.id, 2026, 1).expect("issue");
@@ -229,7 +300,8 @@ fn evaluations_sync_and_decide_who_gets_a_certificate_number() {
     let again = diemdanh_server::certificates::issue(&store, &course.id, 2026, 2).expect("issue again");
     assert_eq!(again.newly_issued, 0, "idempotent");
     // Páo is evaluated again and passes: the next number; Hoa keeps hers.
-    d.evaluate(&course.id, pao, EvalKind::Monthly, monthly(), Some(6.0), None).expect("again");
+    d.evaluate(&course.id, pao, EvalKind::Monthly, monthly(), Some(6.0), None)
+        .expect("again");
     server.sync(&mut d).expect("sync");
     let third = diemdanh_server::certificates::issue(&store, &course.id, 2026, 3).expect("issue");
     assert_eq!(third.newly_issued, 1);
@@ -238,8 +310,12 @@ fn evaluations_sync_and_decide_who_gets_a_certificate_number() {
         .iter()
         .map(|l| (l.number.as_str(), l.name.as_deref().unwrap_or("")))
         .collect();
-    assert_eq!(numbers, vec![("03434/2026/00001", "Lò Thị Hoa"), ("03434/2026/00002", "Giàng A Páo")]);
-    let csv = diemdanh_server::certificates::to_csv(&diemdanh_server::certificates::list(&store, &course.id).expect("list"));
+    assert_eq!(
+        numbers,
+        vec![("03434/2026/00001", "Lò Thị Hoa"), ("03434/2026/00002", "Giàng A Páo")]
+    );
+    let csv =
+        diemdanh_server::certificates::to_csv(&diemdanh_server::certificates::list(&store, &course.id).expect("list"));
     assert!(String::from_utf8_lossy(&csv).contains("03434/2026/00002,Giàng A Páo"));
 
     // A bad evaluation that skipped the device's checks is refused by the server.
