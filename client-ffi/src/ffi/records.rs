@@ -341,7 +341,7 @@ pub struct EvaluationView {
     pub score: Option<f64>,
     pub passed: Option<bool>,
     /// Counts as passed (score of at least 5, or yes).
-    pub pass: bool,
+    pub counts_as_passed: bool,
 }
 
 /// One bad row of a roster sheet.
@@ -459,7 +459,7 @@ impl From<rep::CourseReport> for CourseView {
                     period: e.period,
                     score: e.score,
                     passed: e.passed,
-                    pass: e.pass,
+                    counts_as_passed: e.pass,
                 })
                 .collect(),
             completion: r
