@@ -100,6 +100,34 @@ enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// Records an evaluation of a trainee: monthly (--period YYYY-MM) or final, with
+    /// a score out of 10 (--score 8.5) or a decision (--passed yes|no).
+    Evaluate {
+        #[arg(long)]
+        course: String,
+        #[arg(long)]
+        cadre: String,
+        #[arg(long, value_parser = |s: &str| s.parse::<sync_core::model::EvalKind>().map_err(|e| e.to_string()))]
+        kind: sync_core::model::EvalKind,
+        #[arg(long)]
+        period: Option<String>,
+        #[arg(long, conflicts_with = "passed", required_unless_present = "passed")]
+        score: Option<f64>,
+        #[arg(long, value_parser = parse_yes_no)]
+        passed: Option<bool>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Imports data from files (a roster sheet in the README's template).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// A commune's roster: list and search, export to XLSX.
+    Roster {
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
     /// Decides a conflict with a new mark that supersedes every concurrent value.
     Resolve {
         #[arg(long)]
@@ -147,6 +175,42 @@ enum CadreCommand {
         unit: Option<String>,
         #[command(flatten)]
         json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Imports a roster from an XLSX, XLS or CSV file in the template (README.md).
+    /// Every bad row is reported; with any bad row nothing is imported unless
+    /// --skip-invalid. Importing the same file again creates nothing.
+    Roster {
+        file: PathBuf,
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        skip_invalid: bool,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RosterCommand {
+    /// Lists the cadres, in Vietnamese order; --search ignores case and accents.
+    List {
+        #[arg(long)]
+        unit: Option<String>,
+        #[arg(long)]
+        search: Option<String>,
+        #[command(flatten)]
+        json: Json,
+    },
+    /// Writes the roster as XLSX in the import template.
+    Export {
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -237,6 +301,14 @@ fn parse_status(s: &str) -> Result<MarkStatus, String> {
     s.parse().map_err(|e: sync_core::InvalidInput| e.to_string())
 }
 
+fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match sync_core::text::fold_compact(s).as_str() {
+        "yes" | "y" | "true" | "pass" | "dat" | "co" => Ok(true),
+        "no" | "n" | "false" | "fail" | "khongdat" | "khong" => Ok(false),
+        _ => Err(format!("`{s}` is not yes or no")),
+    }
+}
+
 fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
     let s = serde_json::to_string_pretty(value).map_err(|e| Error::Wire(e.to_string()))?;
     println!("{s}");
@@ -309,6 +381,30 @@ fn marks_csv(export: &sync_core::export::DeviceExport) -> Result<Vec<u8>, Error>
         .map_err(|e| Error::invalid(format!("cannot write the CSV: {e}")))
 }
 
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::invalid(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Prints an import report: every bad row with its number and reason.
+pub fn print_import(r: &sync_core::roster::ImportReport, json: bool) -> Result<(), Error> {
+    if json {
+        return print_json(r);
+    }
+    for e in &r.errors {
+        eprintln!("row {}: {}", e.row, e.reason);
+    }
+    for c in &r.ignored_columns {
+        eprintln!("column `{c}` is not in the template and was not imported");
+    }
+    if r.applied {
+        println!(
+            "roster {}: {} row(s), {} created, {} updated, {} unchanged, {} bad row(s) skipped",
+            r.unit, r.rows, r.created, r.updated, r.unchanged, r.skipped
+        );
+    }
+    Ok(())
+}
+
 /// Runs the command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match execute(cli) {
@@ -377,6 +473,7 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 position,
                 qualification,
                 theory_level,
+                state_management: None,
             };
             let id = device.add_cadre(&unit, cadre)?;
             if json.json {
@@ -610,8 +707,17 @@ fn execute(cli: Cli) -> Result<(), Error> {
                         c.attended,
                         c.sessions,
                         c.ratio * 100.0,
-                        if c.completed { "completed" } else { "below threshold" }
+                        if c.completed {
+                            "completed"
+                        } else if !c.attendance_ok {
+                            "below threshold"
+                        } else {
+                            "evaluation missing or failed"
+                        }
                     );
+                }
+                if !r.evaluations.is_empty() {
+                    println!("{} evaluation(s)", r.evaluations.len());
                 }
                 if !r.conflicts.is_empty() {
                     println!("{} conflict(s): run `diemdanh conflicts`", r.conflicts.len());
@@ -650,6 +756,64 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 export.unsent.len(),
                 unsent_marks
             );
+        }
+        Command::Evaluate {
+            course,
+            cadre,
+            kind,
+            period,
+            score,
+            passed,
+            json,
+        } => {
+            let e = device.evaluate(&course, &cadre, kind, period, score, passed)?;
+            if json.json {
+                print_json(&e)?;
+            } else {
+                println!(
+                    "saved {} evaluation ({})",
+                    e.slot(),
+                    if e.is_pass() { "passed" } else { "not passed" }
+                );
+            }
+        }
+        Command::Import {
+            command:
+                ImportCommand::Roster {
+                    file,
+                    unit,
+                    skip_invalid,
+                    json,
+                },
+        } => {
+            let bytes = read_file(&file)?;
+            let report = device.import_roster(&unit, &bytes, skip_invalid)?;
+            print_import(&report, json.json)?;
+            if !report.applied {
+                return Err(Error::invalid(format!(
+                    "nothing imported: {} bad row(s); fix them or pass --skip-invalid",
+                    report.errors.len()
+                )));
+            }
+        }
+        Command::Roster {
+            command: RosterCommand::List { unit, search, json },
+        } => {
+            let rows = device.search_cadres(unit.as_deref(), search.as_deref())?;
+            if json.json {
+                print_json(&rows)?;
+            } else {
+                for c in rows {
+                    println!("{}\t{}\t{}\t{}", c.id, c.name, c.gender, c.birth_year);
+                }
+            }
+        }
+        Command::Roster {
+            command: RosterCommand::Export { unit, out },
+        } => {
+            let bytes = device.export_roster(&unit)?;
+            write_atomically(&out, &bytes)?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
         }
         Command::Resolve {
             course,

@@ -41,6 +41,10 @@ enum Command {
         /// Fill an empty store with demo data (communes of the former Nậm Nhùn district).
         #[arg(long)]
         demo: bool,
+        /// How much demo data: `district` (the former Nậm Nhùn, 207 cadres) or
+        /// `province` (every commune of Lai Châu, same shape).
+        #[arg(long, default_value = "district", value_parser = ["district", "province"])]
+        demo_scale: String,
     },
     /// Issues a one-time enrolment code for a unit; the last line of output is the code.
     EnrollCode {
@@ -65,6 +69,97 @@ enum Command {
     Bundle {
         #[command(subcommand)]
         command: BundleCommand,
+    },
+    /// Imports data from files (a roster sheet in the README's template).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// Commune rosters.
+    Roster {
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
+    /// Completion decisions and certificate numbers.
+    Certificates {
+        #[command(subcommand)]
+        command: CertificatesCommand,
+    },
+    /// The unit structures (legacy and 2025).
+    Units {
+        #[command(subcommand)]
+        command: UnitsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Imports a roster from an XLSX, XLS or CSV file as a server change that devices
+    /// receive at their next sync. Every bad row is reported; with any bad row nothing
+    /// is imported unless --skip-invalid. Importing the same file again creates nothing.
+    Roster {
+        file: PathBuf,
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        skip_invalid: bool,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RosterCommand {
+    /// Writes a roster as XLSX in the import template, in Vietnamese order.
+    Export {
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertificatesCommand {
+    /// Issues a certificate number to every trainee who met the attendance threshold
+    /// and passed every evaluation; numbers already issued are kept. Idempotent.
+    Issue {
+        #[arg(long)]
+        course: String,
+        /// The register's year (default: this year).
+        #[arg(long)]
+        year: Option<i64>,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The certificates of a course; --out writes CSV or XLSX (by the file's extension).
+    List {
+        #[arg(long)]
+        course: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UnitsCommand {
+    /// Applies the legacy-to-2025 mapping: moves legacy rosters to their 2025 communes
+    /// and re-scopes legacy devices. Idempotent.
+    ApplyReform {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -146,7 +241,19 @@ pub mod anyhow_like {
 
 pub fn run(cli: Cli) -> anyhow_like::Result<()> {
     match cli.command {
-        Command::Serve { data, listen, demo } => serve(&data.data, listen, demo),
+        Command::Serve {
+            data,
+            listen,
+            demo,
+            demo_scale,
+        } => {
+            let scale = (demo_scale == "province").then_some(crate::demo::Scale::Province);
+            serve(
+                &data.data,
+                listen,
+                demo.then(|| scale.unwrap_or(crate::demo::Scale::District)),
+            )
+        }
         Command::EnrollCode { data, unit, valid_days } => {
             let unit = UnitTree::reference().resolve(&unit)?;
             if !(1..=90).contains(&valid_days) {
@@ -238,6 +345,128 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             );
             Ok(())
         }
+        Command::Import {
+            command:
+                ImportCommand::Roster {
+                    file,
+                    unit,
+                    skip_invalid,
+                    data,
+                    json,
+                },
+        } => {
+            let bytes =
+                std::fs::read(&file).map_err(|e| anyhow_like::Error(format!("cannot read {}: {e}", file.display())))?;
+            let store = open(&data.data)?;
+            let report = crate::roster::import(&store, &unit, &bytes, skip_invalid).map_err(anyhow_like::Error)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for e in &report.errors {
+                    eprintln!("row {}: {}", e.row, e.reason);
+                }
+                for c in &report.ignored_columns {
+                    eprintln!("column `{c}` is not in the template and was not imported");
+                }
+                if report.applied {
+                    println!(
+                        "roster {}: {} row(s), {} created, {} updated, {} unchanged, {} bad row(s) skipped",
+                        report.unit, report.rows, report.created, report.updated, report.unchanged, report.skipped
+                    );
+                }
+            }
+            if !report.applied {
+                return Err(anyhow_like::Error(format!(
+                    "nothing imported: {} bad row(s); fix them or pass --skip-invalid",
+                    report.errors.len()
+                )));
+            }
+            Ok(())
+        }
+        Command::Roster {
+            command: RosterCommand::Export { unit, out, data },
+        } => {
+            let store = open(&data.data)?;
+            let bytes = crate::roster::export(&store, &unit).map_err(anyhow_like::Error)?;
+            write_file(&out, &bytes)?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(())
+        }
+        Command::Certificates {
+            command:
+                CertificatesCommand::Issue {
+                    course,
+                    year,
+                    data,
+                    json,
+                },
+        } => {
+            let store = open(&data.data)?;
+            let year = year.unwrap_or_else(|| i64::from(time::OffsetDateTime::now_utc().year()));
+            let r = crate::certificates::issue(&store, &course, year, now()).map_err(anyhow_like::Error)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "course {}: {} trainee(s), {} completed, {} certificate(s) issued now (register {} {})",
+                    r.course, r.trainees, r.completed, r.newly_issued, r.register, r.year
+                );
+                for l in &r.certificates {
+                    println!("{}\t{}", l.number, l.name.as_deref().unwrap_or(&l.cadre));
+                }
+            }
+            Ok(())
+        }
+        Command::Certificates {
+            command:
+                CertificatesCommand::List {
+                    course,
+                    out,
+                    data,
+                    json,
+                },
+        } => {
+            let store = open(&data.data)?;
+            let lines = crate::certificates::list(&store, &course).map_err(anyhow_like::Error)?;
+            if let Some(out) = out {
+                let xlsx = out
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
+                let bytes = if xlsx {
+                    crate::certificates::to_xlsx(&lines).map_err(anyhow_like::Error)?
+                } else {
+                    crate::certificates::to_csv(&lines)
+                };
+                write_file(&out, &bytes)?;
+                println!("wrote {} ({} certificate(s))", out.display(), lines.len());
+            } else if json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                for l in &lines {
+                    println!("{}\t{}", l.number, l.name.as_deref().unwrap_or(&l.cadre));
+                }
+            }
+            Ok(())
+        }
+        Command::Units {
+            command: UnitsCommand::ApplyReform { data, json },
+        } => {
+            let store = open(&data.data)?;
+            let report = crate::roster::apply_reform(&store)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for (from, to, n) in &report.moved {
+                    println!("{from} -> {to}: {n} cadre(s) moved");
+                }
+                println!(
+                    "{} cadre(s) moved, {} device(s) re-scoped",
+                    report.cadres_moved, report.devices_rescoped
+                );
+            }
+            Ok(())
+        }
         Command::Report {
             command: ReportCommand::Course { course_id, data, json },
         } => {
@@ -297,15 +526,23 @@ pub fn print_course(r: &CourseReport) {
             c.attended,
             c.sessions,
             c.ratio * 100.0,
-            if c.completed { "completed" } else { "below threshold" }
+            if c.completed {
+                "completed"
+            } else if !c.attendance_ok {
+                "below threshold"
+            } else {
+                "evaluation missing or failed"
+            }
         );
     }
 }
 
-fn serve(data: &Path, listen: SocketAddr, demo: bool) -> anyhow_like::Result<()> {
+fn serve(data: &Path, listen: SocketAddr, demo: Option<crate::demo::Scale>) -> anyhow_like::Result<()> {
     let store = open(data)?;
-    if demo && crate::demo::seed(&store)? {
-        tracing::info!("demo data created");
+    if let Some(scale) = demo {
+        if crate::demo::seed_scaled(&store, scale)? {
+            tracing::info!("demo data created");
+        }
     }
     let store: Arc<dyn Store> = Arc::new(store);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

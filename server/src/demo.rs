@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sync_core::docs::{self, DocId};
 use sync_core::model::{
-    new_id, Cadre, Category, CourseMeta, Enrolment, Gender, Mark, MarkStatus, Session, TheoryLevel,
+    Cadre, Category, CourseMeta, Enrolment, EvalKind, Evaluation, Gender, Mark, MarkStatus, Session, TheoryLevel,
 };
 use sync_core::units::UnitKey;
 
@@ -36,6 +36,15 @@ const ETHNIC: &[(&str, u32)] = &[
     ("48", 2),
     ("50", 2),
 ];
+
+/// An id in the alphabet of `model::new_id`, drawn from the seeded generator so the
+/// same seed gives the same data set, ids included.
+fn seeded_id(rng: &mut StdRng) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    (0..10)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
 
 fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
     &items[rng.random_range(0..items.len())]
@@ -138,6 +147,7 @@ fn cadre(rng: &mut StdRng) -> Cadre {
         } else {
             TheoryLevel::SoCap
         }),
+        state_management: None,
     }
 }
 
@@ -175,10 +185,11 @@ fn course(
     dates: &[String],
     trainees: &[String],
     conflicts: usize,
+    months: &[&str],
     t0: i64,
 ) -> StoreResult<()> {
     let actor = ActorId::from(b"diemdanh-demo-01".to_vec());
-    let cid = new_id();
+    let cid = seeded_id(rng);
     let meta = CourseMeta {
         title: title.to_string(),
         topic: None,
@@ -206,7 +217,7 @@ fn course(
             topic: None,
             part: docs::part_for_new_session(&course),
         };
-        let sid = new_id();
+        let sid = seeded_id(rng);
         entries.push((docs::session_key(&sid), docs::encode(&s)));
         sessions.push((sid.clone(), s.part));
         course.sessions.insert(sid, s);
@@ -214,6 +225,23 @@ fn course(
     for t in trainees {
         entries.push((docs::enrolment_key(t), docs::encode(&Enrolment { at: t0 })));
         course.enrolments.insert(t.clone(), Enrolment { at: t0 });
+        // Monthly evaluations, scored out of 10; about one in twelve falls below 5.
+        for m in months {
+            let score = if rng.random_bool(1.0 / 12.0) {
+                f64::from(rng.random_range(30..50u32)) / 10.0
+            } else {
+                f64::from(rng.random_range(55..=95u32)) / 10.0
+            };
+            let e = Evaluation {
+                kind: EvalKind::Monthly,
+                period: Some(m.to_string()),
+                score: Some(score),
+                passed: None,
+                device: "demo".into(),
+                at: t0,
+            };
+            entries.push((docs::evaluation_key(t, &e.slot()), docs::encode(&e)));
+        }
     }
     commit(&mut cdoc, "create course", t0, entries);
     let cid_doc = DocId::course(unit, &cid);
@@ -291,25 +319,70 @@ fn dates(start: time::Date, n: usize, every_days: i64) -> Vec<String> {
         .collect()
 }
 
-/// Fills an empty store with the demo data set. Returns false when it was not empty.
+/// How much demo data: the five communes of the former Nậm Nhùn district (207 cadres,
+/// the field figures), or every commune of Lai Châu province at the same shape (for
+/// benchmarks and the province's pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    District,
+    Province,
+}
+
+/// The communes and roster sizes of a scale, seeded and deterministic.
+pub fn communes(scale: Scale) -> Vec<(String, usize)> {
+    match scale {
+        Scale::District => COMMUNES.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+        Scale::Province => {
+            let tree = sync_core::units::UnitTree::reference();
+            let province = UnitKey::new(sync_core::units::Scheme::S2025, "12");
+            let mut rng = StdRng::seed_from_u64(12);
+            let mut codes: Vec<String> = tree.children(&province).iter().map(|k| k.code.clone()).collect();
+            codes.sort();
+            codes
+                .into_iter()
+                .map(|c| {
+                    // The district's communes keep their field sizes; others 35-48 (the
+                    // district's range).
+                    let n = COMMUNES
+                        .iter()
+                        .find(|(k, _)| *k == c)
+                        .map(|(_, n)| *n)
+                        .unwrap_or_else(|| rng.random_range(35..=48));
+                    (c, n)
+                })
+                .collect()
+        }
+    }
+}
+
+/// Fills an empty store with the district demo data set. Returns false when it was not empty.
 pub fn seed(store: &dyn Store) -> StoreResult<bool> {
+    seed_scaled(store, Scale::District)
+}
+
+/// Fills an empty store with the demo data of `scale`: rosters, a state-management
+/// course per commune (12 sessions), a 3-month attachment of 10 trainees 2-3 days a
+/// week with monthly evaluations, and a 70-trainee intermediate political-theory class
+/// of the province (36 sessions). Returns false when the store was not empty.
+pub fn seed_scaled(store: &dyn Store, scale: Scale) -> StoreResult<bool> {
     if store.counts()?.iter().any(|(k, n)| k == "changes" && *n > 0) {
         return Ok(false);
     }
     let mut rng = StdRng::seed_from_u64(3434);
     let t0 = 1_764_547_200; // 2025-12-01
     let start = time::macros::date!(2025 - 12 - 01);
+    let communes = communes(scale);
     store.write(&mut |tx| {
         let actor = ActorId::from(b"diemdanh-demo-01".to_vec());
         let mut all = Vec::new();
         let mut per_commune = Vec::new();
-        for (code, n) in COMMUNES {
-            let unit = UnitKey::new(sync_core::units::Scheme::S2025, *code);
+        for (code, n) in &communes {
+            let unit = UnitKey::new(sync_core::units::Scheme::S2025, code.clone());
             let mut doc = Automerge::new().with_actor(actor.clone());
             let mut ids = Vec::new();
             let entries = (0..*n)
                 .map(|_| {
-                    let id = new_id();
+                    let id = seeded_id(&mut rng);
                     ids.push(id.clone());
                     (docs::cadre_key(&id), docs::encode(&cadre(&mut rng)))
                 })
@@ -329,6 +402,7 @@ pub fn seed(store: &dyn Store) -> StoreResult<bool> {
                 &dates(start, 12, 2),
                 ids,
                 usize::from(i == 0) * 2,
+                &[],
                 t0,
             )?;
         }
@@ -341,6 +415,7 @@ pub fn seed(store: &dyn Store) -> StoreResult<bool> {
             &dates(start, 30, 3),
             &ids[..10],
             0,
+            &["2025-12", "2026-01", "2026-02"],
             t0,
         )?;
         let province = UnitKey::new(sync_core::units::Scheme::S2025, "12");
@@ -352,9 +427,27 @@ pub fn seed(store: &dyn Store) -> StoreResult<bool> {
             &dates(start, 36, 2),
             &all[..70],
             1,
+            &[],
             t0,
         )?;
         Ok(())
     })?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_district_has_the_field_count_and_the_province_every_commune() {
+        let district = communes(Scale::District);
+        assert_eq!(district.iter().map(|(_, n)| n).sum::<usize>(), 207);
+        let province = communes(Scale::Province);
+        assert!(province.len() > district.len());
+        for (code, n) in &district {
+            assert!(province.contains(&(code.clone(), *n)), "{code}");
+        }
+        assert_eq!(communes(Scale::Province), province, "deterministic");
+    }
 }

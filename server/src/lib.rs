@@ -3,8 +3,10 @@
 
 pub mod api;
 pub mod bundle;
+pub mod certificates;
 pub mod cli;
 pub mod demo;
+pub mod roster;
 pub mod sqlite;
 pub mod store;
 pub mod sync;

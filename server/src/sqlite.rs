@@ -12,7 +12,7 @@ use sync_core::docs::{Contents, DocId};
 use sync_core::report::CourseRows;
 
 use crate::store::{
-    CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
+    CertificateRow, CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
 };
 
 /// Migrations, in order, each a list of SQL batches; shipped ones are never edited.
@@ -44,6 +44,18 @@ const MIGRATIONS: &[&[&str]] = &[&[
     ],
     // 2: the cursor each device was last answered with, for server bundles.
     &["ALTER TABLE devices ADD COLUMN last_cursor INTEGER NOT NULL DEFAULT 0;"],
+    // 3: evaluations, and the certificate register: one counter per (unit, year) that
+    // only goes up, so a number is never given twice.
+    &[
+        sync_core::projection::TABLES_V2,
+        "CREATE TABLE cert_register (unit TEXT NOT NULL, year INTEGER NOT NULL, last INTEGER NOT NULL,
+            PRIMARY KEY (unit, year));
+         CREATE TABLE certificates (
+            course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, unit TEXT NOT NULL, year INTEGER NOT NULL,
+            seq INTEGER NOT NULL, number TEXT NOT NULL UNIQUE, issued_at INTEGER NOT NULL,
+            PRIMARY KEY (course_id, cadre_id)
+         );",
+    ],
 ];
 
 pub struct SqliteStore {
@@ -95,6 +107,18 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
         bytes_up: r.get(8)?,
         bytes_down: r.get(9)?,
         last_cursor: r.get(10)?,
+    })
+}
+
+fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> {
+    Ok(CertificateRow {
+        number: r.get(0)?,
+        course_id: r.get(1)?,
+        cadre_id: r.get(2)?,
+        unit: r.get(3)?,
+        year: r.get(4)?,
+        seq: r.get(5)?,
+        issued_at: r.get(6)?,
     })
 }
 
@@ -300,6 +324,86 @@ impl Store for SqliteStore {
             "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
             params![device_id, now],
         )?;
+        Ok(n > 0)
+    }
+
+    fn issue_certificates(
+        &self,
+        course_id: &str,
+        unit: &str,
+        year: i64,
+        cadres: &[String],
+        now: i64,
+    ) -> StoreResult<Vec<(CertificateRow, bool)>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut out = Vec::new();
+        for cadre in cadres {
+            let existing = tx
+                .query_row(
+                    "SELECT number, course_id, cadre_id, unit, year, seq, issued_at FROM certificates
+                     WHERE course_id = ?1 AND cadre_id = ?2",
+                    params![course_id, cadre],
+                    cert_row,
+                )
+                .optional()?;
+            if let Some(row) = existing {
+                out.push((row, false));
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO cert_register (unit, year, last) VALUES (?1, ?2, 1)
+                 ON CONFLICT(unit, year) DO UPDATE SET last = last + 1",
+                params![unit, year],
+            )?;
+            let seq: i64 = tx.query_row(
+                "SELECT last FROM cert_register WHERE unit = ?1 AND year = ?2",
+                params![unit, year],
+                |r| r.get(0),
+            )?;
+            let code = unit.rsplit(':').next().unwrap_or(unit);
+            let row = CertificateRow {
+                number: format!("{code}/{year}/{seq:05}"),
+                course_id: course_id.to_string(),
+                cadre_id: cadre.clone(),
+                unit: unit.to_string(),
+                year,
+                seq,
+                issued_at: now,
+            };
+            tx.execute(
+                "INSERT INTO certificates (course_id, cadre_id, unit, year, seq, number, issued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    row.course_id,
+                    row.cadre_id,
+                    row.unit,
+                    row.year,
+                    row.seq,
+                    row.number,
+                    row.issued_at
+                ],
+            )?;
+            out.push((row, true));
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn certificates(&self, course_id: &str) -> StoreResult<Vec<CertificateRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT number, course_id, cadre_id, unit, year, seq, issued_at FROM certificates
+             WHERE course_id = ?1 ORDER BY unit, year, seq",
+        )?;
+        let rows = stmt.query_map([course_id], cert_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn set_device_unit(&self, device_id: &str, unit: &str) -> StoreResult<bool> {
+        let n = self
+            .conn()
+            .execute("UPDATE devices SET unit = ?2 WHERE id = ?1", params![device_id, unit])?;
         Ok(n > 0)
     }
 

@@ -70,6 +70,19 @@ pub struct CourseListRow {
     pub conflicts: i64,
 }
 
+/// A certificate in the register: the number is `{unit code}/{year}/{seq:05}`, `seq`
+/// sequential per (unit, year) and never reused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CertificateRow {
+    pub number: String,
+    pub course_id: String,
+    pub cadre_id: String,
+    pub unit: String,
+    pub year: i64,
+    pub seq: i64,
+    pub issued_at: i64,
+}
+
 /// One transaction of a sync exchange.
 pub trait DocTx {
     fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>>;
@@ -109,7 +122,38 @@ pub trait Store: Send + Sync + 'static {
     /// The cursor the device was last answered with (what a server bundle starts from).
     fn set_device_cursor(&self, device_id: &str, cursor: i64) -> StoreResult<()>;
     fn revoke_device(&self, device_id: &str, now: i64) -> StoreResult<bool>;
+    /// Moves a device to another unit (the 2025 reform re-scopes legacy devices).
+    /// Returns false when no such device exists.
+    fn set_device_unit(&self, device_id: &str, unit: &str) -> StoreResult<bool> {
+        let _ = (device_id, unit);
+        Err(StoreError::Other(
+            "re-scoping devices is not supported by this backend".into(),
+        ))
+    }
     fn devices(&self) -> StoreResult<Vec<DeviceRow>>;
+    /// Gives each of `cadres` a certificate for `course` from the register of
+    /// (`unit`, `year`), in the order given, in one transaction; a cadre who has one for
+    /// this course keeps it. Returns each cadre's certificate and whether it is new.
+    fn issue_certificates(
+        &self,
+        course_id: &str,
+        unit: &str,
+        year: i64,
+        cadres: &[String],
+        now: i64,
+    ) -> StoreResult<Vec<(CertificateRow, bool)>> {
+        let _ = (course_id, unit, year, cadres, now);
+        Err(StoreError::Other(
+            "certificates are not supported by this backend".into(),
+        ))
+    }
+    /// The certificates issued for a course, in number order.
+    fn certificates(&self, course_id: &str) -> StoreResult<Vec<CertificateRow>> {
+        let _ = course_id;
+        Err(StoreError::Other(
+            "certificates are not supported by this backend".into(),
+        ))
+    }
     fn record_contact(
         &self,
         device_id: &str,

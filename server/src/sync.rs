@@ -41,8 +41,9 @@ impl Refusal {
 
 /// The units whose documents a device of `unit` may read and write.
 pub fn scope_units(unit: &UnitKey) -> Vec<String> {
+    // `scope` adds the other scheme's communes across the 2025 reform (units.rs).
     UnitTree::reference()
-        .subtree(unit)
+        .scope(unit)
         .iter()
         .map(|u| u.to_string())
         .collect()

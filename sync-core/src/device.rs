@@ -15,13 +15,17 @@ use serde::{Deserialize, Serialize};
 use crate::bundle;
 use crate::docs::{self, Contents, DocId, DocKind};
 use crate::error::{Error, Result};
-use crate::model::{check_date, check_id, new_id, Cadre, CourseMeta, Enrolment, HalfDay, Mark, MarkStatus, Session};
+use crate::model::{
+    check_date, check_id, new_id, Cadre, CourseMeta, Enrolment, EvalKind, Evaluation, HalfDay, Mark, MarkStatus,
+    Session,
+};
 use crate::projection;
 use crate::protocol::{
     self, error_from_reply, hashes_from_wire, hashes_to_wire, DocPush, EnrollRequest, EnrollResponse, Outcome,
     SyncRequest, SyncResponse, Transport,
 };
 use crate::report::CourseReport;
+use crate::roster;
 use crate::store::{self, heads_from_blob, heads_to_blob};
 use crate::units::{UnitKey, UnitTree};
 
@@ -104,6 +108,14 @@ pub struct CadreRow {
     pub name: String,
     pub gender: String,
     pub birth_year: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualification: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theory_level: Option<String>,
 }
 
 /// What one sync moved.
@@ -411,6 +423,67 @@ impl Device {
         Ok(id)
     }
 
+    /// The cadres of a roster document as this device holds it.
+    fn roster_contents(&self, unit: &UnitKey) -> Result<BTreeMap<String, Cadre>> {
+        let id = DocId::roster(unit);
+        let Some(doc) = store::load_doc(&self.conn, &id)? else {
+            return Ok(BTreeMap::new());
+        };
+        match docs::read(&id, &doc, None) {
+            Ok(Contents::Roster(c)) => Ok(c),
+            Ok(_) => Ok(BTreeMap::new()),
+            Err(e) => Err(Error::invalid(e.reason)),
+        }
+    }
+
+    /// Imports a roster sheet (XLSX, XLS or CSV bytes, see [`crate::roster`]) into the
+    /// roster of `unit`, in one transaction. With any bad row nothing is written unless
+    /// `skip_invalid`; importing the same sheet again writes nothing.
+    pub fn import_roster(&mut self, unit: &str, bytes: &[u8], skip_invalid: bool) -> Result<roster::ImportReport> {
+        let unit = UnitTree::reference().resolve(unit)?.key.clone();
+        self.check_scope(&unit)?;
+        let parsed = roster::parse(bytes)?;
+        let mut report = roster::ImportReport::new(&unit, &parsed);
+        if !parsed.errors.is_empty() && !skip_invalid {
+            return Ok(report);
+        }
+        report.skipped = parsed.errors.len() as u32;
+        let plan = roster::plan(&unit, &self.roster_contents(&unit)?, &parsed.rows);
+        for (_, c) in &plan.puts {
+            c.check()?;
+        }
+        let doc_id = DocId::roster(&unit);
+        if !plan.puts.is_empty() {
+            let entries: Vec<(String, String)> = plan
+                .puts
+                .iter()
+                .map(|(id, c)| (docs::cadre_key(id), docs::encode(c)))
+                .collect();
+            self.commit_doc(
+                &doc_id,
+                "import roster",
+                |t| {
+                    for (k, v) in entries {
+                        t.put(ROOT, k, v)?;
+                    }
+                    Ok(())
+                },
+                |tx, doc| project_doc(tx, &doc_id, doc),
+            )?;
+        }
+        report.created = plan.created;
+        report.updated = plan.updated;
+        report.unchanged = plan.unchanged;
+        report.applied = true;
+        Ok(report)
+    }
+
+    /// The roster of `unit` as an XLSX workbook in the import template.
+    pub fn export_roster(&self, unit: &str) -> Result<Vec<u8>> {
+        let unit = UnitTree::reference().resolve(unit)?.key.clone();
+        Ok(roster::export_xlsx(&self.roster_contents(&unit)?)?)
+    }
+
     pub fn create_course(&mut self, unit: &str, meta: CourseMeta, sessions: Vec<NewSession>) -> Result<CreatedCourse> {
         let unit = UnitTree::reference().resolve(unit)?.key.clone();
         self.check_scope(&unit)?;
@@ -531,6 +604,46 @@ impl Device {
             |t| Ok(t.put(ROOT, key, value)?),
             |tx, doc| project_doc(tx, &doc_id, doc),
         )
+    }
+
+    /// Records an evaluation of an enrolled trainee: monthly (with its `YYYY-MM`) or
+    /// final; a score out of 10 or passed yes/no. Recording the same slot again
+    /// replaces it. Checked with the rules the server applies to the course document.
+    pub fn evaluate(
+        &mut self,
+        course: &str,
+        cadre: &str,
+        kind: EvalKind,
+        period: Option<String>,
+        score: Option<f64>,
+        passed: Option<bool>,
+    ) -> Result<Evaluation> {
+        check_id("cadre", cadre)?;
+        let (doc_id, contents) = self.course(course)?;
+        self.check_scope(&doc_id.unit)?;
+        if !contents.enrolments.contains_key(cadre) {
+            return Err(Error::invalid(format!(
+                "trainee {cadre} is not enrolled in course {course}"
+            )));
+        }
+        let evaluation = Evaluation {
+            kind,
+            period: period.map(|p| p.trim().to_string()),
+            score,
+            passed,
+            device: self.device_id.clone(),
+            at: self.now_s(),
+        };
+        evaluation.check()?;
+        let key = docs::evaluation_key(cadre, &evaluation.slot());
+        let value = docs::encode(&evaluation);
+        self.commit_doc(
+            &doc_id,
+            "evaluate",
+            |t| Ok(t.put(ROOT, key, value)?),
+            |tx, doc| project_doc(tx, &doc_id, doc),
+        )?;
+        Ok(evaluation)
     }
 
     /// Finds a session by id, or by date when the course has exactly one session that day.
@@ -713,10 +826,20 @@ impl Device {
     }
 
     pub fn list_cadres(&self, unit: Option<&str>) -> Result<Vec<CadreRow>> {
+        self.search_cadres(unit, None)
+    }
+
+    /// The cadres this device holds, of one unit or all, whose name contains `search`
+    /// regardless of case and accents, in Vietnamese list order ([`crate::text::name_key`]).
+    pub fn search_cadres(&self, unit: Option<&str>, search: Option<&str>) -> Result<Vec<CadreRow>> {
+        if let Some(u) = unit {
+            UnitTree::reference().resolve(u)?;
+        }
         let mut stmt = self.conn.prepare(
-            "SELECT id, unit, name, gender, birth_year FROM p_cadres WHERE (?1 IS NULL OR unit = ?1) ORDER BY name, id",
+            "SELECT id, unit, name, gender, birth_year, category, position, qualification, theory_level
+             FROM p_cadres WHERE (?1 IS NULL OR unit = ?1)",
         )?;
-        let rows = stmt
+        let mut rows: Vec<CadreRow> = stmt
             .query_map([unit], |r| {
                 Ok(CadreRow {
                     id: r.get(0)?,
@@ -724,9 +847,17 @@ impl Device {
                     name: r.get(2)?,
                     gender: r.get(3)?,
                     birth_year: r.get(4)?,
+                    category: r.get(5)?,
+                    position: r.get(6)?,
+                    qualification: r.get(7)?,
+                    theory_level: r.get(8)?,
                 })
             })?
-            .collect::<Result<_, _>>()?;
+            .collect::<std::result::Result<_, _>>()?;
+        if let Some(q) = search.filter(|q| !q.trim().is_empty()) {
+            rows.retain(|c| crate::text::matches_search(&c.name, q));
+        }
+        rows.sort_by_cached_key(|c| (crate::text::name_key(&c.name), c.id.clone()));
         Ok(rows)
     }
 
@@ -1269,6 +1400,7 @@ mod tests {
             position: None,
             qualification: None,
             theory_level: None,
+            state_management: None,
         };
         let first = d.add_cadre("2025:03434", cadre(0)).expect("room for one");
         let pages: i64 = d.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).expect("pages");

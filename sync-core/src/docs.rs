@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{InvalidInput, SchemaViolation};
-use crate::model::{check_id, Cadre, CourseMeta, Enrolment, Mark, Session};
+use crate::model::{check_id, Cadre, CourseMeta, Enrolment, Evaluation, Mark, Session};
 use crate::units::UnitKey;
 
 /// Upper bound on marks per attendance document: "a few thousand" (shared/DESIGN.md:
@@ -148,6 +148,10 @@ pub fn enrolment_key(cadre: &str) -> String {
 pub fn mark_key(session: &str, cadre: &str) -> String {
     format!("m/{session}/{cadre}")
 }
+/// An evaluation lives in the course document: few per trainee, read with enrolments.
+pub fn evaluation_key(cadre: &str, slot: &str) -> String {
+    format!("v/{cadre}/{slot}")
+}
 
 /// What a document key names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +161,7 @@ pub enum Key<'a> {
     Session(&'a str),
     Enrolment(&'a str),
     Mark { session: &'a str, cadre: &'a str },
+    Evaluation { cadre: &'a str, slot: &'a str },
 }
 
 pub fn parse_key(key: &str) -> Option<Key<'_>> {
@@ -172,6 +177,10 @@ pub fn parse_key(key: &str) -> Option<Key<'_>> {
         "m" => {
             let (session, cadre) = rest.split_once('/')?;
             (ok(session) && ok(cadre)).then_some(Key::Mark { session, cadre })
+        }
+        "v" => {
+            let (cadre, slot) = rest.split_once('/')?;
+            (ok(cadre) && ok(slot)).then_some(Key::Evaluation { cadre, slot })
         }
         _ => None,
     }
@@ -214,6 +223,8 @@ pub struct CourseDoc {
     pub meta: Option<CourseMeta>,
     pub sessions: BTreeMap<String, Session>,
     pub enrolments: BTreeMap<String, Enrolment>,
+    /// (cadre, slot) -> the evaluation (the current value).
+    pub evaluations: BTreeMap<(String, String), Evaluation>,
 }
 
 /// One mark key read out: the current value and every concurrent one.
@@ -290,8 +301,30 @@ pub fn read(id: &DocId, doc: &Automerge, course: Option<&CourseDoc>) -> Result<C
                             course.enrolments.insert(cid.to_string(), e);
                         }
                     }
+                    Some(Key::Evaluation { cadre, slot }) => {
+                        for raw in values.iter().rev() {
+                            let v: Evaluation = decode(&key, raw)?;
+                            v.check().map_err(|e| SchemaViolation::at(&key, e.0))?;
+                            if v.slot() != slot {
+                                return Err(SchemaViolation::at(&key, "the evaluation does not match its key"));
+                            }
+                            course.evaluations.insert((cadre.to_string(), slot.to_string()), v);
+                        }
+                    }
                     _ => return Err(SchemaViolation::at(&key, "unknown field in a course")),
                 }
+            }
+            let stray: Vec<String> = course
+                .evaluations
+                .keys()
+                .filter(|(cadre, _)| !course.enrolments.contains_key(cadre))
+                .map(|(cadre, slot)| evaluation_key(cadre, slot))
+                .collect();
+            if !stray.is_empty() {
+                return Err(SchemaViolation {
+                    reason: format!("{}: the trainee is not enrolled in this course", stray[0]),
+                    keys: stray,
+                });
             }
             Ok(Contents::Course(course))
         }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod projection;
 pub mod protocol;
 pub mod report;
+pub mod roster;
 pub mod store;
 pub mod text;
 pub mod units;

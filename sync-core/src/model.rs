@@ -113,6 +113,86 @@ string_enum!(
 
 string_enum!(HalfDay { Morning = "morning", Afternoon = "afternoon" });
 
+string_enum!(
+    /// A monthly evaluation (of an attachment period) or the course's final one.
+    EvalKind {
+        Monthly = "monthly",
+        Final = "final",
+    }
+);
+
+/// The lowest passing score out of 10 (Vietnamese grading: 5 is a pass).
+pub const PASS_SCORE: f64 = 5.0;
+
+/// One evaluation of one trainee: the value of key `v/{cadre}/{slot}` in the course
+/// document. Either a score out of 10 or a pass/fail decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub kind: EvalKind,
+    /// The month evaluated (`YYYY-MM`), for a monthly evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
+    #[serde(rename = "d")]
+    pub device: String,
+    #[serde(rename = "t")]
+    pub at: i64,
+}
+
+impl Evaluation {
+    pub fn check(&self) -> Result<(), InvalidInput> {
+        match (self.score, self.passed) {
+            (Some(s), None) => {
+                if !(0.0..=10.0).contains(&s) || ((s * 100.0).round() - s * 100.0).abs() > 1e-6 {
+                    return Err(InvalidInput::new("a score is 0 to 10 with at most two decimals"));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(InvalidInput::new(
+                    "an evaluation has either a score out of 10 or passed yes/no",
+                ))
+            }
+        }
+        match (self.kind, &self.period) {
+            (EvalKind::Monthly, Some(p)) => {
+                let fmt = time::macros::format_description!("[year]-[month]-[day]");
+                if p.len() != 7 || time::Date::parse(&format!("{p}-01"), &fmt).is_err() {
+                    return Err(InvalidInput::new(format!("`{p}` is not a month of the form YYYY-MM")));
+                }
+            }
+            (EvalKind::Monthly, None) => {
+                return Err(InvalidInput::new(
+                    "a monthly evaluation needs its month (--period YYYY-MM)",
+                ))
+            }
+            (EvalKind::Final, Some(_)) => return Err(InvalidInput::new("a final evaluation has no period")),
+            (EvalKind::Final, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Which evaluation of the course this is: `m2026-12` or `final` (part of the key).
+    pub fn slot(&self) -> String {
+        match (self.kind, &self.period) {
+            (EvalKind::Monthly, Some(p)) => format!("m{p}"),
+            (EvalKind::Monthly, None) => "m".into(),
+            (EvalKind::Final, _) => "final".into(),
+        }
+    }
+
+    pub fn is_pass(&self) -> bool {
+        match (self.score, self.passed) {
+            (Some(s), _) => s + 1e-9 >= PASS_SCORE,
+            (None, Some(p)) => p,
+            (None, None) => false,
+        }
+    }
+}
+
 /// A cadre or civil servant on a commune roster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cadre {
@@ -130,6 +210,10 @@ pub struct Cadre {
     pub qualification: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub theory_level: Option<TheoryLevel>,
+    /// State-management training (Quản lý nhà nước), as the commune writes it
+    /// ("Chuyên viên", "Chuyên viên chính", ...).
+    #[serde(rename = "qlnn", default, skip_serializing_if = "Option::is_none")]
+    pub state_management: Option<String>,
 }
 
 impl Cadre {
@@ -143,6 +227,17 @@ impl Cadre {
                 "birth year {} is outside 1930-2015",
                 self.birth_year
             )));
+        }
+        for (what, text) in [
+            ("position", &self.position),
+            ("qualification", &self.qualification),
+            ("state management", &self.state_management),
+        ] {
+            if text.as_ref().is_some_and(|t| t.chars().count() > 200) {
+                return Err(InvalidInput::new(format!(
+                    "a cadre's {what} has at most 200 characters"
+                )));
+            }
         }
         if let Some(code) = &self.ethnicity {
             if !crate::units::ethnic_groups().iter().any(|(c, _)| c == code) {

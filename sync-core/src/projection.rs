@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::docs::{Contents, DocId};
 use crate::model::Mark;
-use crate::report::{CourseRows, MarkInput, SessionRow, TraineeRow};
+use crate::report::{CourseRows, EvaluationRow, MarkInput, SessionRow, TraineeRow};
 
 /// The tables as first shipped. Frozen: a change is a new migration.
 pub const TABLES_V1: &str = "
@@ -35,6 +35,14 @@ CREATE TABLE p_marks (
     PRIMARY KEY (course_id, session_id, cadre_id)
 );
 CREATE INDEX p_marks_doc ON p_marks(doc_id);
+";
+
+/// Added with evaluations (device store migration 4, server migration 3). Frozen too.
+pub const TABLES_V2: &str = "
+CREATE TABLE p_evaluations (
+    course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, slot TEXT NOT NULL, kind TEXT NOT NULL, period TEXT,
+    score REAL, passed INTEGER, pass INTEGER NOT NULL, PRIMARY KEY (course_id, cadre_id, slot)
+);
 ";
 
 /// Rewrites the rows of one document.
@@ -103,6 +111,23 @@ pub fn write(conn: &Connection, id: &DocId, contents: &Contents, sensitive: bool
             let mut stmt = conn.prepare_cached("INSERT INTO p_enrolments (course_id, cadre_id) VALUES (?1, ?2)")?;
             for cadre in course.enrolments.keys() {
                 stmt.execute(params![cid, cadre])?;
+            }
+            conn.execute("DELETE FROM p_evaluations WHERE course_id = ?1", [cid])?;
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO p_evaluations (course_id, cadre_id, slot, kind, period, score, passed, pass)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for ((cadre, slot), v) in &course.evaluations {
+                stmt.execute(params![
+                    cid,
+                    cadre,
+                    slot,
+                    v.kind.as_str(),
+                    v.period,
+                    v.score,
+                    v.passed,
+                    v.is_pass()
+                ])?;
             }
         }
         Contents::Attendance(marks) => {
@@ -204,7 +229,24 @@ pub fn course_rows(conn: &Connection, course_id: &str) -> rusqlite::Result<Optio
         .into_iter()
         .filter_map(|(s, c, st, note, conflict)| MarkInput::from_row(s, c, &st, note, conflict.as_deref()))
         .collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT cadre_id, slot, kind, period, score, passed, pass FROM p_evaluations WHERE course_id = ?1",
+    )?;
+    let evaluations = stmt
+        .query_map([course_id], |r| {
+            Ok(EvaluationRow {
+                cadre: r.get(0)?,
+                slot: r.get(1)?,
+                kind: r.get(2)?,
+                period: r.get(3)?,
+                score: r.get(4)?,
+                passed: r.get(5)?,
+                pass: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
     Ok(Some(CourseRows {
+        evaluations,
         id: course_id.to_string(),
         unit,
         title,

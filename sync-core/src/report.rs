@@ -56,12 +56,38 @@ pub struct ConflictRow {
     pub values: Vec<MarkStatus>,
 }
 
+/// One evaluation as the projection tables hold it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationRow {
+    pub cadre: String,
+    /// `m2026-12` or `final`.
+    pub slot: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
+    /// Whether it counts as passed (a score of at least `model::PASS_SCORE`, or yes).
+    pub pass: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompletionRow {
     pub cadre: String,
     pub attended: u32,
     pub sessions: u32,
     pub ratio: f64,
+    /// The attendance threshold is met.
+    pub attendance_ok: bool,
+    /// Every evaluation the course holds (any slot recorded for any trainee) is
+    /// recorded for this trainee and passed; true when the course has none.
+    pub evaluations_ok: bool,
+    /// Evaluation slots missing or failed for this trainee.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluations_missing_or_failed: Vec<String>,
+    /// Attendance AND evaluations: what a certificate needs.
     pub completed: bool,
 }
 
@@ -76,6 +102,8 @@ pub struct CourseReport {
     pub trainees: Vec<TraineeRow>,
     pub marks: Vec<MarkRow>,
     pub conflicts: Vec<ConflictRow>,
+    #[serde(default)]
+    pub evaluations: Vec<EvaluationRow>,
     pub completion: Vec<CompletionRow>,
 }
 
@@ -90,6 +118,7 @@ pub struct CourseRows {
     pub sessions: Vec<SessionRow>,
     pub trainees: Vec<TraineeRow>,
     pub marks: Vec<MarkInput>,
+    pub evaluations: Vec<EvaluationRow>,
 }
 
 /// One mark key as a query table holds it.
@@ -129,7 +158,8 @@ impl CourseReport {
         let mut sessions = rows.sessions;
         sessions.sort_by(|a, b| (&a.date, &a.half_day, &a.id).cmp(&(&b.date, &b.half_day, &b.id)));
         let mut trainees = rows.trainees;
-        trainees.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        // Vietnamese list order (given name, then the whole name), the same on every side.
+        trainees.sort_by_cached_key(|t| (t.name.as_deref().map(crate::text::name_key), t.id.clone()));
         let session_ids: BTreeSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
         let enrolled: BTreeSet<&str> = trainees.iter().map(|t| t.id.as_str()).collect();
 
@@ -166,6 +196,18 @@ impl CourseReport {
                 });
             }
         }
+        let mut evaluations: Vec<EvaluationRow> = rows
+            .evaluations
+            .into_iter()
+            .filter(|e| enrolled.contains(e.cadre.as_str()))
+            .collect();
+        evaluations.sort_by(|a, b| (&a.cadre, &a.slot).cmp(&(&b.cadre, &b.slot)));
+        let slots: BTreeSet<&str> = evaluations.iter().map(|e| e.slot.as_str()).collect();
+        let passed: BTreeSet<(&str, &str)> = evaluations
+            .iter()
+            .filter(|e| e.pass)
+            .map(|e| (e.cadre.as_str(), e.slot.as_str()))
+            .collect();
         let total = sessions.len() as u32;
         let completion = trainees
             .iter()
@@ -176,13 +218,22 @@ impl CourseReport {
                 } else {
                     f64::from(a) / f64::from(total)
                 };
+                // Compare in whole sessions so 0.8 x 36 = 28.8 needs 29, with no float edge.
+                let attendance_ok = total > 0 && f64::from(a) + 1e-9 >= rows.min_ratio * f64::from(total);
+                let missing: Vec<String> = slots
+                    .iter()
+                    .filter(|slot| !passed.contains(&(t.id.as_str(), **slot)))
+                    .map(|slot| slot.to_string())
+                    .collect();
                 CompletionRow {
                     cadre: t.id.clone(),
                     attended: a,
                     sessions: total,
                     ratio: (ratio * 10_000.0).round() / 10_000.0,
-                    // Compare in whole sessions so 0.8 x 36 = 28.8 needs 29, with no float edge.
-                    completed: total > 0 && f64::from(a) + 1e-9 >= rows.min_ratio * f64::from(total),
+                    attendance_ok,
+                    evaluations_ok: missing.is_empty(),
+                    completed: attendance_ok && missing.is_empty(),
+                    evaluations_missing_or_failed: missing,
                 }
             })
             .collect();
@@ -196,6 +247,7 @@ impl CourseReport {
             trainees,
             marks,
             conflicts,
+            evaluations,
             completion,
         }
     }
@@ -260,7 +312,50 @@ mod tests {
             sessions,
             trainees,
             marks,
+            evaluations: Vec::new(),
         }
+    }
+
+    fn ev(cadre: &str, slot: &str, pass: bool) -> EvaluationRow {
+        EvaluationRow {
+            cadre: cadre.into(),
+            slot: slot.into(),
+            kind: if slot == "final" { "final" } else { "monthly" }.into(),
+            period: None,
+            score: Some(if pass { 7.5 } else { 4.0 }),
+            passed: None,
+            pass,
+        }
+    }
+
+    #[test]
+    fn completion_needs_attendance_and_every_evaluation_passed() {
+        let mut input = rows(true);
+        // a: full attendance, passed both months; b: 4/5 attended, failed one month.
+        input.evaluations = vec![
+            ev("a", "m2026-11", true),
+            ev("a", "m2026-12", true),
+            ev("b", "m2026-11", true),
+            ev("b", "m2026-12", false),
+            ev("zz", "final", false),
+        ];
+        let r = CourseReport::assemble(input.clone());
+        assert_eq!(
+            r.evaluations.len(),
+            4,
+            "evaluations of trainees not enrolled are left out"
+        );
+        let a = r.completion.iter().find(|c| c.cadre == "a").expect("a");
+        assert!(a.attendance_ok && a.evaluations_ok && a.completed);
+        let b = r.completion.iter().find(|c| c.cadre == "b").expect("b");
+        assert!(b.attendance_ok && !b.evaluations_ok && !b.completed);
+        assert_eq!(b.evaluations_missing_or_failed, vec!["m2026-12".to_string()]);
+        // A slot that only some trainees have is missing for the others.
+        input.evaluations.retain(|e| e.cadre != "b");
+        let r = CourseReport::assemble(input);
+        let b = r.completion.iter().find(|c| c.cadre == "b").expect("b");
+        assert_eq!(b.evaluations_missing_or_failed.len(), 2);
+        assert!(!b.completed);
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[
     // 3: the heads of each document as last exported in a bundle, so the next sync can
     // ask whether the bundle arrived instead of sending the data again.
     &["ALTER TABLE docs ADD COLUMN bundled_heads BLOB NOT NULL DEFAULT x'';"],
+    // 4: evaluations, projected from course documents (existing course documents are
+    // re-projected when they next change; before this version they had none).
+    &[crate::projection::TABLES_V2],
 ];
 
 pub fn open_connection(path: &Path) -> Result<Connection> {

@@ -107,6 +107,9 @@ pub struct UnitTree {
     children: HashMap<UnitKey, Vec<UnitKey>>,
     /// legacy commune -> (2025 commune, whole, default successor)
     legacy_to_2025: HashMap<String, Vec<(String, bool, bool)>>,
+    /// 2025 commune -> the legacy communes that went (wholly or partly) into it.
+    from_legacy: HashMap<String, Vec<String>>,
+    mapping_rows: usize,
 }
 
 const UNITS_2025: &str = include_str!("../../data/vn-admin-units/units_2025.csv");
@@ -125,6 +128,8 @@ impl UnitTree {
             units: HashMap::new(),
             children: HashMap::new(),
             legacy_to_2025: HashMap::new(),
+            from_legacy: HashMap::new(),
+            mapping_rows: 0,
         };
         // The CSV files ship inside the binary and are checked by tests, so a
         // malformed row is skipped rather than turned into a run-time failure.
@@ -144,6 +149,11 @@ impl UnitTree {
             let district = UnitKey::new(Scheme::Legacy, &rec[2]);
             tree.add(province.clone(), &rec[1], Level::Province, None);
             tree.add(district.clone(), &rec[3], Level::District, Some(province));
+            // Five island districts (Bạch Long Vĩ, Cồn Cỏ, Hoàng Sa, Lý Sơn, Côn Đảo) had
+            // no commune level: their row has an empty commune code.
+            if rec[5].is_empty() {
+                continue;
+            }
             tree.add(
                 UnitKey::new(Scheme::Legacy, &rec[5]),
                 &rec[6],
@@ -157,6 +167,11 @@ impl UnitTree {
                 &rec[2] == "1",
                 &rec[3] == "1",
             ));
+            tree.from_legacy
+                .entry(rec[1].to_string())
+                .or_default()
+                .push(rec[0].to_string());
+            tree.mapping_rows += 1;
         }
         tree
     }
@@ -206,22 +221,139 @@ impl UnitTree {
         out
     }
 
-    /// Is `unit` equal to `root` or below it? A legacy commune also counts as inside
-    /// the 2025 commune (and province) it became part of, so a 2025-scoped device keeps
-    /// seeing data recorded under the old code.
+    /// Is `unit` equal to `root` or below it? Across the 2025 reform: a legacy commune
+    /// counts as inside the 2025 commune (and province) it became part of, so a
+    /// 2025-scoped device keeps seeing data recorded under the old code; and a 2025
+    /// commune counts as inside a legacy unit one of whose communes went into it, so a
+    /// device enrolled for a legacy commune keeps syncing after the reform is applied.
+    /// [`UnitTree::scope`] lists the same units.
     pub fn is_within(&self, unit: &UnitKey, root: &UnitKey) -> bool {
-        if unit == root || self.ancestors(unit).contains(root) {
+        if self.is_within_scheme(unit, root) {
             return true;
         }
-        if unit.scheme == Scheme::Legacy && root.scheme == Scheme::S2025 {
-            if let Some(succ) = self.legacy_to_2025.get(&unit.code) {
-                return succ.iter().any(|(code, _, _)| {
-                    let k = UnitKey::new(Scheme::S2025, code.clone());
-                    &k == root || self.ancestors(&k).contains(root)
-                });
+        match (unit.scheme, root.scheme) {
+            (Scheme::Legacy, Scheme::S2025) => self
+                .successors(unit)
+                .iter()
+                .any(|(k, _, _)| self.is_within_scheme(k, root)),
+            (Scheme::S2025, Scheme::Legacy) => self.predecessors(unit).iter().any(|k| self.is_within_scheme(k, root)),
+            _ => false,
+        }
+    }
+
+    fn is_within_scheme(&self, unit: &UnitKey, root: &UnitKey) -> bool {
+        unit == root || self.ancestors(unit).contains(root)
+    }
+
+    /// The 2025 communes a legacy commune went into: (commune, whole, default successor).
+    pub fn successors(&self, legacy: &UnitKey) -> Vec<(UnitKey, bool, bool)> {
+        if legacy.scheme != Scheme::Legacy {
+            return Vec::new();
+        }
+        self.legacy_to_2025
+            .get(&legacy.code)
+            .map(|v| {
+                v.iter()
+                    .map(|(c, whole, default)| (UnitKey::new(Scheme::S2025, c.clone()), *whole, *default))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The one 2025 commune that takes over a legacy commune's roster: the successor
+    /// marked `default` (the main one when the commune was split), else the only one.
+    pub fn default_successor(&self, legacy: &UnitKey) -> Option<UnitKey> {
+        let s = self.successors(legacy);
+        s.iter()
+            .find(|(_, _, d)| *d)
+            .or_else(|| s.iter().find(|(_, w, _)| *w))
+            .or(s.first())
+            .map(|(k, _, _)| k.clone())
+    }
+
+    /// The legacy communes that went, wholly or partly, into a 2025 commune.
+    pub fn predecessors(&self, commune: &UnitKey) -> Vec<UnitKey> {
+        if commune.scheme != Scheme::S2025 {
+            return Vec::new();
+        }
+        let mut v: Vec<UnitKey> = self
+            .from_legacy
+            .get(&commune.code)
+            .map(|v| v.iter().map(|c| UnitKey::new(Scheme::Legacy, c.clone())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Every unit whose documents a device enrolled for `root` reads and writes: the
+    /// subtree, plus the other scheme's communes [`UnitTree::is_within`] counts inside.
+    pub fn scope(&self, root: &UnitKey) -> Vec<UnitKey> {
+        let mut out = self.subtree(root);
+        let mut extra = Vec::new();
+        for u in &out {
+            match u.scheme {
+                Scheme::S2025 => extra.extend(self.predecessors(u)),
+                Scheme::Legacy => extra.extend(self.successors(u).into_iter().map(|(k, _, _)| k)),
             }
         }
-        false
+        extra.sort();
+        extra.dedup();
+        out.extend(extra.into_iter().filter(|k| k != root));
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|k| seen.insert(k.clone()));
+        out
+    }
+
+    /// The commune of the other scheme that stands for `unit` when grouping: a legacy
+    /// commune's default successor; for a 2025 commune, the predecessor with the same
+    /// code when there is one (codes were kept for the main part), else the first
+    /// predecessor whose default successor it is.
+    pub fn counterpart(&self, unit: &UnitKey) -> Option<UnitKey> {
+        match unit.scheme {
+            Scheme::Legacy => self.default_successor(unit),
+            Scheme::S2025 => {
+                let preds = self.predecessors(unit);
+                preds
+                    .iter()
+                    .find(|p| p.code == unit.code)
+                    .or_else(|| preds.iter().find(|p| self.default_successor(p).as_ref() == Some(unit)))
+                    .or(preds.first())
+                    .cloned()
+            }
+        }
+    }
+
+    /// The units `unit` belongs to in `scheme`, nearest first, for reports that group
+    /// by either structure: in its own scheme its ancestors; in the other scheme its
+    /// [`UnitTree::counterpart`] and that unit's ancestors (empty for a province or
+    /// district, which have no single counterpart).
+    pub fn ancestors_in(&self, unit: &UnitKey, scheme: Scheme) -> Vec<UnitKey> {
+        if unit.scheme == scheme {
+            return self.ancestors(unit);
+        }
+        if self.get(unit).map(|u| u.level) != Some(Level::Commune) {
+            return Vec::new();
+        }
+        match self.counterpart(unit) {
+            Some(c) => {
+                let mut v = vec![c.clone()];
+                v.extend(self.ancestors(&c));
+                v
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The unit `unit` is grouped under at `level` of `scheme` (itself when it is at
+    /// that level): `group_at(legacy:03475, S2025, Province)` is `2025:12`.
+    pub fn group_at(&self, unit: &UnitKey, scheme: Scheme, level: Level) -> Option<UnitKey> {
+        if unit.scheme == scheme && self.get(unit).map(|u| u.level) == Some(level) {
+            return Some(unit.clone());
+        }
+        self.ancestors_in(unit, scheme)
+            .into_iter()
+            .find(|k| self.get(k).map(|u| u.level) == Some(level))
     }
 
     /// Every unit of the subtree rooted at `root`, `root` included (same scheme only).
@@ -233,6 +365,18 @@ impl UnitTree {
             i += 1;
         }
         out
+    }
+
+    /// The provinces of a scheme, in code order.
+    pub fn roots(&self, scheme: Scheme) -> Vec<UnitKey> {
+        let mut v: Vec<UnitKey> = self
+            .units
+            .values()
+            .filter(|u| u.key.scheme == scheme && u.parent.is_none())
+            .map(|u| u.key.clone())
+            .collect();
+        v.sort();
+        v
     }
 
     pub fn len(&self) -> usize {
@@ -285,5 +429,79 @@ mod tests {
         assert!(t.resolve("2025:99999").is_err());
         assert!("03434".parse::<UnitKey>().is_err());
         assert_eq!(ethnic_groups().len(), 54);
+    }
+
+    #[test]
+    fn the_counts_of_the_reference_data_are_the_shipped_ones() {
+        let t = UnitTree::reference();
+        let legacy_communes = t
+            .units
+            .values()
+            .filter(|u| u.key.scheme == Scheme::Legacy && u.level == Level::Commune)
+            .count();
+        // 10,040 rows: 10,035 communes and 5 island districts with no commune level.
+        assert_eq!(legacy_communes, 10_035);
+        assert!(t.units.keys().all(|k| !k.code.is_empty()));
+        let island = t.get(&UnitKey::new(Scheme::Legacy, "318")).expect("Bạch Long Vĩ");
+        assert_eq!(island.level, Level::District);
+        assert!(t.children(&island.key).is_empty());
+        assert_eq!(t.mapping_rows, 10_597);
+        // Every legacy commune has a successor; every 2025 commune a predecessor but the
+        // five island special zones (đặc khu), made from the commune-less island districts.
+        let mut orphans = Vec::new();
+        for u in t.units.values().filter(|u| u.level == Level::Commune) {
+            match u.key.scheme {
+                Scheme::Legacy => assert!(t.default_successor(&u.key).is_some(), "{}", u.key),
+                Scheme::S2025 if t.predecessors(&u.key).is_empty() => orphans.push(u.name.clone()),
+                Scheme::S2025 => {}
+            }
+        }
+        assert_eq!(orphans.len(), 5, "{orphans:?}");
+        assert!(orphans.iter().all(|n| n.starts_with("Đặc khu")), "{orphans:?}");
+    }
+
+    #[test]
+    fn the_nam_nhun_communes_map_across_the_reform_both_ways() {
+        let t = UnitTree::reference();
+        let k = |s: &str| s.parse::<UnitKey>().expect("unit");
+        // The 11 legacy units of Nậm Nhùn went into the 5 communes of 2025.
+        let district = k("legacy:112");
+        let legacy: Vec<UnitKey> = t.children(&district).to_vec();
+        assert_eq!(legacy.len(), 11);
+        let mut new: Vec<String> = legacy
+            .iter()
+            .filter_map(|l| t.default_successor(l))
+            .map(|u| u.code)
+            .collect();
+        new.sort();
+        new.dedup();
+        assert_eq!(new, vec!["03434", "03460", "03472", "03487", "03503"]);
+        // A device of legacy Nậm Manh (03474) may write Nậm Hàng's 2025 roster, and a
+        // device of 2025 Nậm Hàng sees the legacy documents.
+        let nam_manh = k("legacy:03474");
+        let nam_hang = t.default_successor(&nam_manh).expect("successor");
+        assert!(t.is_within(&nam_hang, &nam_manh));
+        assert!(t.is_within(&nam_manh, &nam_hang));
+        assert!(t.scope(&nam_manh).contains(&nam_hang));
+        assert!(t.scope(&nam_hang).contains(&nam_manh));
+        assert!(!t.is_within(&k("2025:03460"), &nam_manh), "Hua Bum is another commune");
+        for u in t.scope(&k("2025:12")) {
+            assert!(t.is_within(&u, &k("2025:12")), "{u}");
+        }
+        // Grouping by either structure.
+        assert_eq!(
+            t.group_at(&nam_manh, Scheme::S2025, Level::Province),
+            Some(k("2025:12"))
+        );
+        assert_eq!(
+            t.group_at(&nam_manh, Scheme::Legacy, Level::District),
+            Some(district.clone())
+        );
+        assert_eq!(
+            t.group_at(&k("2025:03434"), Scheme::Legacy, Level::District),
+            Some(district)
+        );
+        assert_eq!(t.counterpart(&k("2025:03434")), Some(k("legacy:03434")));
+        assert_eq!(t.ancestors_in(&k("2025:12"), Scheme::Legacy), vec![]);
     }
 }

@@ -85,6 +85,7 @@ pub fn cadre(i: usize) -> Cadre {
         position: Some(POSITION[i % POSITION.len()].to_string()),
         qualification: Some(qualification.to_string()),
         theory_level: Some(TheoryLevel::ALL[i % 3]),
+        state_management: None,
     }
 }
 

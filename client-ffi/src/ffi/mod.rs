@@ -226,6 +226,39 @@ impl FieldClient {
     }
 
     /// A course: sessions, trainees, marks, conflicts, completion.
+    pub fn evaluate(&self, course_id: String, cadre_id: String, evaluation: NewEvaluation) -> FieldResult<()> {
+        self.with_device(|d| {
+            d.evaluate(
+                &course_id,
+                &cadre_id,
+                evaluation.kind.into(),
+                evaluation.period,
+                evaluation.score,
+                evaluation.passed,
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Imports a roster sheet (XLSX, XLS or CSV file in the README's template). With
+    /// any bad row nothing is written unless `skip_invalid`; see `RosterImport.errors`.
+    pub fn import_roster(&self, unit: String, path: String, skip_invalid: bool) -> FieldResult<RosterImport> {
+        let bytes = std::fs::read(&path).map_err(|e| FieldError::invalid(format!("cannot read {path}: {e}")))?;
+        self.with_device(|d| Ok(d.import_roster(&unit, &bytes, skip_invalid)?.into()))
+    }
+
+    /// The cadres whose name contains `search` ignoring case and accents, in
+    /// Vietnamese order.
+    #[uniffi::method(default(unit = None, search = None))]
+    pub fn search_cadres(&self, unit: Option<String>, search: Option<String>) -> FieldResult<Vec<Cadre>> {
+        self.with_device(|d| {
+            Ok(d.search_cadres(unit.as_deref(), search.as_deref())?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
     pub fn show_course(&self, course_id: String) -> FieldResult<CourseView> {
         self.with_device(|d| Ok(d.show_course(&course_id)?.into()))
     }

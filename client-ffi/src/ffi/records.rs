@@ -106,6 +106,7 @@ impl From<NewCadre> for m::Cadre {
             position: c.position,
             qualification: c.qualification,
             theory_level: c.theory_level.map(Into::into),
+            state_management: None,
         }
     }
 }
@@ -294,7 +295,93 @@ pub struct Completion {
     pub attended: u32,
     pub sessions: u32,
     pub ratio: f64,
+    pub attendance_ok: bool,
+    /// Every evaluation the course holds is recorded for this trainee and passed.
+    pub evaluations_ok: bool,
+    /// Attendance and evaluations: what a certificate needs.
     pub completed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum EvaluationKind {
+    Monthly,
+    Final,
+}
+
+impl From<EvaluationKind> for m::EvalKind {
+    fn from(k: EvaluationKind) -> Self {
+        match k {
+            EvaluationKind::Monthly => m::EvalKind::Monthly,
+            EvaluationKind::Final => m::EvalKind::Final,
+        }
+    }
+}
+
+/// An evaluation to record: monthly (with `period` YYYY-MM) or final; either a score
+/// out of 10 or passed yes/no.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct NewEvaluation {
+    pub kind: EvaluationKind,
+    #[uniffi(default = None)]
+    pub period: Option<String>,
+    #[uniffi(default = None)]
+    pub score: Option<f64>,
+    #[uniffi(default = None)]
+    pub passed: Option<bool>,
+}
+
+/// An evaluation as the course view shows it.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct EvaluationView {
+    pub cadre_id: String,
+    /// `m2026-12` or `final`.
+    pub slot: String,
+    pub kind: EvaluationKind,
+    pub period: Option<String>,
+    pub score: Option<f64>,
+    pub passed: Option<bool>,
+    /// Counts as passed (score of at least 5, or yes).
+    pub counts_as_passed: bool,
+}
+
+/// One bad row of a roster sheet.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RowProblem {
+    pub row: u32,
+    pub reason: String,
+}
+
+/// What a roster import did; when `applied` is false nothing was written.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RosterImport {
+    pub rows: u32,
+    pub created: u32,
+    pub updated: u32,
+    pub unchanged: u32,
+    pub skipped: u32,
+    pub applied: bool,
+    pub errors: Vec<RowProblem>,
+}
+
+impl From<sync_core::roster::ImportReport> for RosterImport {
+    fn from(r: sync_core::roster::ImportReport) -> Self {
+        RosterImport {
+            rows: r.rows,
+            created: r.created,
+            updated: r.updated,
+            unchanged: r.unchanged,
+            skipped: r.skipped,
+            applied: r.applied,
+            errors: r
+                .errors
+                .into_iter()
+                .map(|e| RowProblem {
+                    row: e.row,
+                    reason: e.reason,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A course as the device sees it: sessions, trainees, marks, conflicts, completion.
@@ -309,6 +396,7 @@ pub struct CourseView {
     pub trainees: Vec<TraineeView>,
     pub marks: Vec<MarkView>,
     pub conflicts: Vec<Conflict>,
+    pub evaluations: Vec<EvaluationView>,
     pub completion: Vec<Completion>,
 }
 
@@ -357,6 +445,23 @@ impl From<rep::CourseReport> for CourseView {
                     values: c.values.into_iter().map(Into::into).collect(),
                 })
                 .collect(),
+            evaluations: r
+                .evaluations
+                .into_iter()
+                .map(|e| EvaluationView {
+                    cadre_id: e.cadre,
+                    kind: if e.kind == "final" {
+                        EvaluationKind::Final
+                    } else {
+                        EvaluationKind::Monthly
+                    },
+                    slot: e.slot,
+                    period: e.period,
+                    score: e.score,
+                    passed: e.passed,
+                    counts_as_passed: e.pass,
+                })
+                .collect(),
             completion: r
                 .completion
                 .into_iter()
@@ -365,6 +470,8 @@ impl From<rep::CourseReport> for CourseView {
                     attended: c.attended,
                     sessions: c.sessions,
                     ratio: c.ratio,
+                    attendance_ok: c.attendance_ok,
+                    evaluations_ok: c.evaluations_ok,
                     completed: c.completed,
                 })
                 .collect(),

@@ -14,6 +14,7 @@ pub fn cadre(name: &str) -> Cadre {
         position: None,
         qualification: None,
         theory_level: None,
+        state_management: None,
     }
 }
 

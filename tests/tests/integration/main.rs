@@ -7,6 +7,7 @@ mod clock_skew;
 mod common;
 mod crash_points;
 mod netem;
+mod rosters;
 mod scope_and_refusals;
 mod simulation;
 mod sync_and_conflicts;
