@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Web accounts of the province and district organisers.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Syncs carried on USB sticks or SD cards, for places with no network.
     Bundle {
         #[command(subcommand)]
@@ -90,6 +95,27 @@ enum BundleCommand {
         out: PathBuf,
         #[command(flatten)]
         data: DataArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Creates an account whose view is the subtree of UNIT; the password is read from
+    /// the first line of standard input.
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        name: String,
+        /// The account's unit (2025:CODE or legacy:CODE): it sees that subtree only.
+        #[arg(long)]
+        unit: String,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Reset the unit and password of an existing account (ends its sessions).
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -161,6 +187,26 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                 unit.key, unit.name, valid_days
             );
             println!("{code}");
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    data,
+                    name,
+                    unit,
+                    password_stdin: _,
+                    replace,
+                },
+        } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| anyhow_like::Error(format!("cannot read the password from standard input: {e}")))?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            let store = open(&data.data)?;
+            let unit = crate::accounts::add(&store, &name, &unit, password, replace)?;
+            println!("account {name} created for unit {unit} ({})", unit_label(&unit));
             Ok(())
         }
         Command::Device {
@@ -256,6 +302,13 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
     }
 }
 
+fn unit_label(unit: &str) -> String {
+    UnitTree::reference()
+        .resolve(unit)
+        .map(|u| u.name.clone())
+        .unwrap_or_default()
+}
+
 fn read_bundle(path: &Path) -> anyhow_like::Result<Vec<u8>> {
     let meta =
         std::fs::metadata(path).map_err(|e| anyhow_like::Error(format!("cannot read {}: {e}", path.display())))?;
@@ -304,8 +357,21 @@ pub fn print_course(r: &CourseReport) {
 
 fn serve(data: &Path, listen: SocketAddr, demo: bool) -> anyhow_like::Result<()> {
     let store = open(data)?;
-    if demo && crate::demo::seed(&store)? {
-        tracing::info!("demo data created");
+    let mut demo_login = None;
+    if demo {
+        if crate::demo::seed(&store)? {
+            tracing::info!("demo data created");
+        }
+        // A fresh password on every start: the demo account is for looking around.
+        let password = new_code();
+        let unit = crate::accounts::add(
+            &store,
+            crate::demo::ACCOUNT,
+            crate::demo::account_unit(),
+            &password,
+            true,
+        )?;
+        demo_login = Some((unit, password));
     }
     let store: Arc<dyn Store> = Arc::new(store);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -314,6 +380,13 @@ fn serve(data: &Path, listen: SocketAddr, demo: bool) -> anyhow_like::Result<()>
         let addr = listener.local_addr()?;
         // Whoever started us may have closed our stdout: a status line is not worth a panic.
         say(&format!("diemdanh-server listening on http://{addr}"));
+        if let Some((unit, password)) = &demo_login {
+            say(&format!(
+                "demo sign-in: account {} password {password} (sees {unit}, {})",
+                crate::demo::ACCOUNT,
+                unit_label(unit)
+            ));
+        }
         crate::serve_until(listener, store, shutdown_signal()).await?;
         say("diemdanh-server stopped");
         Ok(())
