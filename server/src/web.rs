@@ -200,8 +200,8 @@ nav{display:flex;flex-wrap:wrap;gap:.2rem .9rem}nav a{padding:.5rem .1rem;displa
 main{padding:0 1rem 2rem;max-width:80rem}\
 .tbl{overflow-x:auto}table{border-collapse:collapse;font-size:.95rem;margin:.5rem 0}td,th{border:1px solid #767676;padding:.35rem .5rem;text-align:left;vertical-align:top}\
 th{background:#e8e8e8}td.n{text-align:right}\
-.present{background:#c9efc9}.late{background:#fff0a8}.left_early{background:#fdd9b0}.excused{background:#d3defc}.absent{background:#f6c3c3}\
-.conflict{outline:3px solid #b00000;outline-offset:-3px;font-weight:bold}\
+.pr{background:#c9efc9}.la{background:#fff0a8}.le{background:#fdd9b0}.ex{background:#d3defc}.ab{background:#f6c3c3}\
+.cf{outline:3px solid #b00000;outline-offset:-3px;font-weight:bold}\
 a{color:#0645ad}button,input,select{font-size:1rem;padding:.45rem .7rem;min-height:2.6rem}button{cursor:pointer}\
 :focus-visible{outline:3px solid #c25100;outline-offset:2px}\
 .err{background:#fde2e2;border-left:5px solid #b00000;padding:.6rem}.ok{background:#ddf3dd;border-left:5px solid #1e6b1e;padding:.6rem}\
@@ -821,14 +821,15 @@ async fn course_json(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
     }
 }
 
-fn short(s: &str) -> &'static str {
+/// A matrix cell's class and symbol. Short on purpose: a 100-trainee x 50-session page
+/// has 5,000 cells and must stay under 100 KB.
+fn cell(s: MarkStatus, lang: Lang) -> (&'static str, &'static str) {
     match s {
-        "present" => "✓",
-        "late" => "M",
-        "left_early" => "V",
-        "excused" => "P",
-        "absent" => "✗",
-        _ => "",
+        MarkStatus::Present => ("pr", "✓"),
+        MarkStatus::Late => ("la", lang.t("M", "L")),
+        MarkStatus::LeftEarly => ("le", lang.t("V", "E")),
+        MarkStatus::Excused => ("ex", lang.t("P", "X")),
+        MarkStatus::Absent => ("ab", "✗"),
     }
 }
 
@@ -921,29 +922,44 @@ async fn course_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
         c.t("Tỷ lệ", "Ratio"),
         c.t("Hoàn thành", "Completed")
     ));
-    for (t, comp) in r.trainees.iter().zip(&r.completion) {
+    // Pages of trainees, sized so that a page of the largest course stays small.
+    let per_page = (80_000 / (r.sessions.len() * 20 + 150)).clamp(20, 200);
+    let pages = r.trainees.len().div_ceil(per_page).max(1);
+    let page_no = query(&uri)
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, pages);
+    let rows = r
+        .trainees
+        .iter()
+        .zip(&r.completion)
+        .skip((page_no - 1) * per_page)
+        .take(per_page);
+    for (t, comp) in rows {
         body.push_str(&format!(
             "<tr><th scope=\"row\">{}</th>",
             esc(t.name.as_deref().unwrap_or(&t.id))
         ));
         for s in &r.sessions {
             let k = (s.id.as_str(), t.id.as_str());
-            let st = marks.get(&k).copied();
-            let code = st.map(MarkStatus::as_str).unwrap_or("");
-            let label = st.map(|m| lang.status(m)).unwrap_or("");
+            let Some(st) = marks.get(&k).copied() else {
+                body.push_str("<td></td>");
+                continue;
+            };
+            let (class, sym) = cell(st, lang);
             if conflicts.contains(&k) {
                 body.push_str(&format!(
-                    "<td class=\"{code} conflict\" title=\"{} ({})\">{}!</td>",
-                    label,
+                    "<td class=\"{class} cf\" title=\"{} ({})\">{sym}!</td>",
+                    lang.status(st),
                     c.t("xung đột", "conflict"),
-                    short(code)
                 ));
             } else {
-                body.push_str(&format!("<td class=\"{code}\" title=\"{label}\">{}</td>", short(code)));
+                body.push_str(&format!("<td class={class}>{sym}</td>"));
             }
         }
         body.push_str(&format!(
-            "<td class=\"n\">{:.0}%</td><td>{}</td></tr>",
+            "<td class=n>{:.0}%</td><td>{}</td></tr>",
             comp.ratio * 100.0,
             if comp.completed {
                 c.t("Đạt", "Yes")
@@ -952,15 +968,39 @@ async fn course_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
             }
         ));
     }
-    body.push_str(&format!(
-        "</table></div><p>✓ {} · M {} · V {} · P {} · ✗ {} · ! {}</p>",
-        lang.status(MarkStatus::Present),
-        lang.status(MarkStatus::Late),
-        lang.status(MarkStatus::LeftEarly),
-        lang.status(MarkStatus::Excused),
-        lang.status(MarkStatus::Absent),
-        c.t("xung đột", "conflict"),
-    ));
+    body.push_str("</table></div>");
+    if pages > 1 {
+        body.push_str(&format!(
+            "<nav aria-label=\"{}\"><p>{} {page_no}/{pages}",
+            c.t("Trang của bảng", "Table pages"),
+            c.t("Trang", "Page")
+        ));
+        if page_no > 1 {
+            body.push_str(&format!(
+                " · <a href=\"?page={}\">{}</a>",
+                page_no - 1,
+                c.t("Trang trước", "Previous")
+            ));
+        }
+        if page_no < pages {
+            body.push_str(&format!(
+                " · <a href=\"?page={}\">{}</a>",
+                page_no + 1,
+                c.t("Trang sau", "Next")
+            ));
+        }
+        body.push_str("</p></nav>");
+    }
+    let mut legend = String::from("<p>");
+    for st in MarkStatus::ALL {
+        let (class, sym) = cell(*st, lang);
+        legend.push_str(&format!(
+            "<span class={class} style=\"padding:0 .4rem\">{sym}</span> {} · ",
+            lang.status(*st)
+        ));
+    }
+    legend.push_str(&format!("! {}</p>", c.t("xung đột (viền đỏ)", "conflict (red border)")));
+    body.push_str(&legend);
     ok_page(&c, &r.title, &body)
 }
 
