@@ -35,6 +35,7 @@ const code = (unit) => run('diemdanh-server', ['enroll-code', '--data', data, '-
 async function startServer() {
   server = spawn(join(bin, 'diemdanh-server'), ['serve', '--data', data, '--listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', NO_COLOR: '1' },
   });
   const started = Date.now();
   let out = '';
@@ -70,8 +71,10 @@ before(async () => {
   device('tab-b', 'sync');
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', `--user-data-dir=${join(work, 'chromium')}`],
+    // Playwright runs it headless with a fresh profile of its own (the --user-data-dir
+    // of TOOLCHAIN.md); the rest keeps Chromium off the closed network.
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
   });
 });
 
