@@ -484,12 +484,13 @@ struct CsrfForm {
     csrf: String,
 }
 
-fn csrf_ok(ctx: &Ctx, sent: &str) -> Result<(), Response> {
+/// The refusal page when the form's CSRF token is not the session's, else None.
+fn csrf_refused(ctx: &Ctx, sent: &str) -> Option<Response> {
     if same_secret(&ctx.csrf, sent) {
-        Ok(())
+        None
     } else {
         tracing::warn!("web form with a wrong CSRF token");
-        Err(error_page(
+        Some(error_page(
             ctx.lang,
             StatusCode::FORBIDDEN,
             ctx.t(
@@ -505,7 +506,7 @@ async fn logout(State(st): State<AppState>, headers: HeaderMap, uri: Uri, Form(f
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(r) = csrf_ok(&c, &form.csrf) {
+    if let Some(r) = csrf_refused(&c, &form.csrf) {
         return r;
     }
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
@@ -629,7 +630,7 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> R
         Some(_) => return not_found(&c),
     };
     let store = st.store.clone();
-    let (counts, courses) = match blocking(move || Ok((store.counts()?, store.courses()?))).await {
+    let courses = match blocking(move || Ok(store.courses()?)).await {
         Ok(v) => v,
         Err(e) => return ctx_error(&c, e),
     };
@@ -679,31 +680,26 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> R
     body.push_str(&scheme_link);
     body.push_str("</p>");
 
-    if unit == c.unit {
-        body.push_str("<div class=\"tbl\"><table><caption>");
-        body.push_str(c.t("Toàn máy chủ", "Whole server"));
-        body.push_str("</caption><tr>");
-        for (k, _) in &counts {
-            let label = match k.as_str() {
-                "devices" => c.t("Thiết bị", "Devices"),
-                "cadres" => c.t("Cán bộ", "Cadres"),
-                "courses" => c.t("Lớp", "Courses"),
-                "marks" => c.t("Lượt điểm danh", "Marks"),
-                "conflicts" => c.t("Xung đột", "Conflicts"),
-                "changes" => c.t("Thay đổi", "Changes"),
-                _ => "",
-            };
-            body.push_str(&format!(
-                "<th scope=\"col\">{}</th>",
-                esc(if label.is_empty() { k } else { label })
-            ));
-        }
-        body.push_str("</tr><tr>");
-        for (_, v) in &counts {
-            body.push_str(&format!("<td class=\"n\">{v}</td>"));
-        }
-        body.push_str("</tr></table></div>");
+    // What this unit's subtree holds (never the whole server's figures: other
+    // provinces are not this account's business).
+    let mut here = Tally::default();
+    for (r, _) in &units {
+        here.add(r);
     }
+    body.push_str(&format!(
+        "<div class=\"tbl\"><table><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr>\
+<tr><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.0}%</td><td class=n>{}</td></tr></table></div>",
+        c.t("Lớp", "Courses"),
+        c.t("Học viên", "Trainees"),
+        c.t("Lượt điểm danh", "Marks"),
+        c.t("Đã điểm danh", "Recorded"),
+        c.t("Xung đột", "Conflicts"),
+        here.courses,
+        here.trainees,
+        here.marks,
+        here.recorded() * 100.0,
+        here.conflicts
+    ));
 
     // The units one level down, with what they hold.
     let children: Vec<&UnitKey> = tree.children(&unit).iter().filter(|k| visible_unit(&c, k)).collect();
@@ -722,8 +718,6 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> R
             }
             rows.push((k, t));
         }
-        // Units with courses first, the rest after, each in the tree's order.
-        rows.sort_by_key(|(_, t)| t.courses == 0);
         body.push_str(&bar_chart(
             c.t(
                 "Tỷ lệ đã điểm danh (lượt đã ghi / học viên × buổi)",
@@ -740,7 +734,8 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> R
             c.t("Lượt điểm danh", "Marks"),
             c.t("Xung đột", "Conflicts"),
         ));
-        for (k, t) in rows {
+        let (busy, idle): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, t)| t.courses > 0);
+        for (k, t) in busy {
             body.push_str(&format!(
                 "<tr><td><a href=\"/?unit={}\">{}</a></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
                 url(&k.to_string()),
@@ -752,6 +747,25 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> R
             ));
         }
         body.push_str("</table></div>");
+        if !idle.is_empty() {
+            body.push_str(&format!(
+                "<details><summary>{} ({})</summary><p>",
+                c.t("Đơn vị chưa có lớp", "Units with no course yet"),
+                idle.len()
+            ));
+            let links: Vec<String> = idle
+                .iter()
+                .map(|(k, _)| {
+                    format!(
+                        "<a href=\"/?unit={}\">{}</a>",
+                        url(&k.to_string()),
+                        esc(&unit_name(&k.to_string()))
+                    )
+                })
+                .collect();
+            body.push_str(&links.join(" · "));
+            body.push_str("</p></details>");
+        }
     }
 
     body.push_str(&format!("<h2>{}</h2>", c.t("Lớp học", "Courses")));
@@ -1202,7 +1216,7 @@ async fn resolve_conflict(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(r) = csrf_ok(&c, &form.csrf) {
+    if let Some(r) = csrf_refused(&c, &form.csrf) {
         return r;
     }
     let Ok(status) = form.status.parse::<MarkStatus>() else {
@@ -1429,7 +1443,7 @@ async fn revoke_device(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(r) = csrf_ok(&c, &form.csrf) {
+    if let Some(r) = csrf_refused(&c, &form.csrf) {
         return r;
     }
     let devices = match my_devices(&st, &c).await {
@@ -1474,7 +1488,7 @@ async fn issue_code(State(st): State<AppState>, headers: HeaderMap, uri: Uri, Fo
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Err(r) = csrf_ok(&c, &form.csrf) {
+    if let Some(r) = csrf_refused(&c, &form.csrf) {
         return r;
     }
     let unit = match UnitTree::reference().resolve(&form.unit) {

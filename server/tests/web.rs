@@ -446,11 +446,7 @@ async fn pages_are_small_self_contained_and_switch_language() {
     }
     let matrix = b.get(&format!("/courses/{}", course.id)).await;
     assert_eq!(matrix.body.matches("<tr>").count(), 71, "header + 70 trainees");
-    assert_eq!(
-        matrix.body.matches(" cf\"").count(),
-        1,
-        "the class's one conflict"
-    );
+    assert_eq!(matrix.body.matches(" cf\"").count(), 1, "the class's one conflict");
     assert!(matrix.body.contains("<svg role=\"img\""), "the chart is inline SVG");
     let home = b.get("/").await;
     assert!(home.body.contains("Trung cấp lý luận chính trị - hành chính"));
