@@ -199,7 +199,7 @@ header a,header button{color:#fff;font-size:1rem}header .brand{font-weight:bold;
 nav{display:flex;flex-wrap:wrap;gap:.2rem .9rem}nav a{padding:.5rem .1rem;display:inline-block}nav a[aria-current]{font-weight:bold;text-decoration-thickness:3px}\
 main{padding:0 1rem 2rem;max-width:80rem}\
 .tbl{overflow-x:auto}table{border-collapse:collapse;font-size:.95rem;margin:.5rem 0}td,th{border:1px solid #767676;padding:.35rem .5rem;text-align:left;vertical-align:top}\
-th{background:#e8e8e8}td.n{text-align:right}\
+th{background:#e8e8e8;white-space:nowrap}td.n{text-align:right}\
 .pr{background:#c9efc9}.la{background:#fff0a8}.le{background:#fdd9b0}.ex{background:#d3defc}.ab{background:#f6c3c3}\
 .cf{outline:3px solid #b00000;outline-offset:-3px;font-weight:bold}\
 a{color:#0645ad}button,input,select{font-size:1rem;padding:.45rem .7rem;min-height:2.6rem}button{cursor:pointer}\
@@ -912,13 +912,6 @@ async fn course_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
             (s.date.clone(), n as f64 / r.trainees.len().max(1) as f64)
         })
         .collect();
-    body.push_str(&bar_chart(
-        c.t(
-            "Tỷ lệ học viên có mặt theo buổi",
-            "Share of trainees attending, by session",
-        ),
-        &chart,
-    ));
     body.push_str(&format!(
         "<div class=\"tbl\"><table><caption>{}</caption><tr><th scope=\"col\">{}</th>",
         c.t("Bảng điểm danh", "Attendance"),
@@ -1015,6 +1008,14 @@ async fn course_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
     }
     legend.push_str(&format!("! {}</p>", c.t("xung đột (viền đỏ)", "conflict (red border)")));
     body.push_str(&legend);
+    // The chart after the matrix: the matrix is what people come for.
+    body.push_str(&bar_chart(
+        c.t(
+            "Tỷ lệ học viên có mặt theo buổi",
+            "Share of trainees attending, by session",
+        ),
+        &chart,
+    ));
     ok_page(&c, &r.title, &body)
 }
 
