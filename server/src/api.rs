@@ -58,6 +58,9 @@ pub struct AppState {
     pub store: SharedStore,
     sync_limiter: Arc<KeyedLimiter>,
     enroll_limiter: Arc<Limiter>,
+    /// Sign-in attempts per account name, and for the whole node (web.rs).
+    pub(crate) login_limiter: Arc<KeyedLimiter>,
+    pub(crate) login_global: Arc<Limiter>,
 }
 
 pub fn app(store: SharedStore) -> Router {
@@ -72,6 +75,12 @@ pub fn app_with(store: SharedStore, limits: Limits) -> Router {
         store,
         sync_limiter: Arc::new(governor::RateLimiter::keyed(sync_quota)),
         enroll_limiter: Arc::new(governor::RateLimiter::direct(enroll_quota)),
+        login_limiter: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(nz(
+            crate::web::LOGIN_PER_MINUTE_PER_NAME,
+        )))),
+        login_global: Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(nz(
+            crate::web::LOGIN_PER_MINUTE,
+        )))),
     };
     Router::new()
         .route(protocol::ENROLL_PATH, post(enroll))
@@ -126,6 +135,16 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response()
+    }
+}
+
+/// The message of an error, for the web pages (which show it in their own page).
+impl ApiError {
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 

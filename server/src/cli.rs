@@ -65,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Web accounts of the province and district organisers.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Syncs carried on USB sticks or SD cards, for places with no network.
     Bundle {
         #[command(subcommand)]
@@ -189,6 +194,27 @@ enum BundleCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Creates an account whose view is the subtree of UNIT; the password is read from
+    /// the first line of standard input.
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        name: String,
+        /// The account's unit (2025:CODE or legacy:CODE): it sees that subtree only.
+        #[arg(long)]
+        unit: String,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Reset the unit and password of an existing account (ends its sessions).
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DeviceCommand {
     /// Revokes a device: its next sync is refused.
     Revoke {
@@ -247,12 +273,16 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             demo,
             demo_scale,
         } => {
-            let scale = (demo_scale == "province").then_some(crate::demo::Scale::Province);
-            serve(
-                &data.data,
-                listen,
-                demo.then(|| scale.unwrap_or(crate::demo::Scale::District)),
-            )
+            let scale = match demo_scale.as_str() {
+                "district" => crate::demo::Scale::District,
+                "province" => crate::demo::Scale::Province,
+                other => {
+                    return Err(anyhow_like::Error(format!(
+                        "`{other}` is not a demo scale; expected district or province"
+                    )))
+                }
+            };
+            serve(&data.data, listen, demo.then_some(scale))
         }
         Command::EnrollCode { data, unit, valid_days } => {
             let unit = UnitTree::reference().resolve(&unit)?;
@@ -268,6 +298,26 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                 unit.key, unit.name, valid_days
             );
             println!("{code}");
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    data,
+                    name,
+                    unit,
+                    password_stdin: _,
+                    replace,
+                },
+        } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| anyhow_like::Error(format!("cannot read the password from standard input: {e}")))?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            let store = open(&data.data)?;
+            let unit = crate::accounts::add(&store, &name, &unit, password, replace)?;
+            println!("account {name} created for unit {unit} ({})", unit_label(&unit));
             Ok(())
         }
         Command::Device {
@@ -485,6 +535,13 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
     }
 }
 
+fn unit_label(unit: &str) -> String {
+    UnitTree::reference()
+        .resolve(unit)
+        .map(|u| u.name.clone())
+        .unwrap_or_default()
+}
+
 fn read_bundle(path: &Path) -> anyhow_like::Result<Vec<u8>> {
     let meta =
         std::fs::metadata(path).map_err(|e| anyhow_like::Error(format!("cannot read {}: {e}", path.display())))?;
@@ -539,10 +596,21 @@ pub fn print_course(r: &CourseReport) {
 
 fn serve(data: &Path, listen: SocketAddr, demo: Option<crate::demo::Scale>) -> anyhow_like::Result<()> {
     let store = open(data)?;
+    let mut demo_login = None;
     if let Some(scale) = demo {
         if crate::demo::seed_scaled(&store, scale)? {
             tracing::info!("demo data created");
         }
+        // A fresh password on every start: the demo account is for looking around.
+        let password = new_code();
+        let unit = crate::accounts::add(
+            &store,
+            crate::demo::ACCOUNT,
+            crate::demo::account_unit(),
+            &password,
+            true,
+        )?;
+        demo_login = Some((unit, password));
     }
     let store: Arc<dyn Store> = Arc::new(store);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -551,6 +619,13 @@ fn serve(data: &Path, listen: SocketAddr, demo: Option<crate::demo::Scale>) -> a
         let addr = listener.local_addr()?;
         // Whoever started us may have closed our stdout: a status line is not worth a panic.
         say(&format!("diemdanh-server listening on http://{addr}"));
+        if let Some((unit, password)) = &demo_login {
+            say(&format!(
+                "demo sign-in: account {} password {password} (sees {unit}, {})",
+                crate::demo::ACCOUNT,
+                unit_label(unit)
+            ));
+        }
         crate::serve_until(listener, store, shutdown_signal()).await?;
         say("diemdanh-server stopped");
         Ok(())

@@ -17,6 +17,14 @@ use sync_core::units::UnitKey;
 
 use crate::store::{DocTx, Store, StoreResult};
 
+/// The web account `serve --demo` creates (its password is printed at start).
+pub const ACCOUNT: &str = "demo";
+
+/// The demo account's unit: the province of the demo communes (Lai Châu).
+pub fn account_unit() -> &'static str {
+    "2025:12"
+}
+
 pub const COMMUNES: &[(&str, usize)] = &[
     ("03434", 47),
     ("03460", 38),

@@ -1,11 +1,13 @@
 //! diemdanh-server: consolidates attendance from field devices, validates every change
 //! before it is accepted, keeps projections for reports, serves the web pages.
 
+pub mod accounts;
 pub mod api;
 pub mod bundle;
 pub mod certificates;
 pub mod cli;
 pub mod demo;
+pub mod resolve;
 pub mod roster;
 pub mod sqlite;
 pub mod store;

@@ -12,7 +12,8 @@ use sync_core::docs::{Contents, DocId};
 use sync_core::report::CourseRows;
 
 use crate::store::{
-    CertificateRow, CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
+    AccountRow, CertificateRow, CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError,
+    StoreResult, StoredDoc,
 };
 
 /// Migrations, in order, each a list of SQL batches; shipped ones are never edited.
@@ -56,6 +57,13 @@ const MIGRATIONS: &[&[&str]] = &[&[
             PRIMARY KEY (course_id, cadre_id)
          );",
     ],
+    // 4: web accounts and their sign-in sessions (tokens stored hashed).
+    &["CREATE TABLE accounts (
+        name TEXT PRIMARY KEY, unit TEXT NOT NULL, password_hash TEXT NOT NULL, created_at INTEGER NOT NULL
+     );
+     CREATE TABLE web_sessions (
+        token_hash TEXT PRIMARY KEY, account TEXT NOT NULL REFERENCES accounts(name), expires_at INTEGER NOT NULL
+     );"],
 ];
 
 pub struct SqliteStore {
@@ -502,5 +510,77 @@ impl Store for SqliteStore {
             out.push((name.to_string(), conn.query_row(sql, [], |r| r.get(0))?));
         }
         Ok(out)
+    }
+
+    fn put_account(&self, name: &str, unit: &str, password_hash: &str, now: i64, replace: bool) -> StoreResult<bool> {
+        let conn = self.conn();
+        let n = if replace {
+            conn.execute(
+                "INSERT INTO accounts (name, unit, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET unit = excluded.unit, password_hash = excluded.password_hash",
+                params![name, unit, password_hash, now],
+            )?
+        } else {
+            conn.execute(
+                "INSERT OR IGNORE INTO accounts (name, unit, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, unit, password_hash, now],
+            )?
+        };
+        if replace {
+            // A new password ends every session of the old one.
+            conn.execute("DELETE FROM web_sessions WHERE account = ?1", [name])?;
+        }
+        Ok(n > 0)
+    }
+
+    fn account(&self, name: &str) -> StoreResult<Option<AccountRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT name, unit, password_hash FROM accounts WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(AccountRow {
+                        name: r.get(0)?,
+                        unit: r.get(1)?,
+                        password_hash: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn create_web_session(&self, token_hash: &str, account: &str, now: i64, expires_at: i64) -> StoreResult<()> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM web_sessions WHERE expires_at <= ?1", [now])?;
+        conn.execute(
+            "INSERT INTO web_sessions (token_hash, account, expires_at) VALUES (?1, ?2, ?3)",
+            params![token_hash, account, expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn web_session(&self, token_hash: &str, now: i64) -> StoreResult<Option<AccountRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT a.name, a.unit, a.password_hash FROM web_sessions s JOIN accounts a ON a.name = s.account
+                 WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+                params![token_hash, now],
+                |r| {
+                    Ok(AccountRow {
+                        name: r.get(0)?,
+                        unit: r.get(1)?,
+                        password_hash: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn delete_web_session(&self, token_hash: &str) -> StoreResult<()> {
+        self.conn()
+            .execute("DELETE FROM web_sessions WHERE token_hash = ?1", [token_hash])?;
+        Ok(())
     }
 }

@@ -83,6 +83,19 @@ pub struct CertificateRow {
     pub issued_at: i64,
 }
 
+/// A web account: its view is the subtree of `unit`.
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub name: String,
+    pub unit: String,
+    /// An argon2 PHC string.
+    pub password_hash: String,
+}
+
+fn no_accounts<T>() -> StoreResult<T> {
+    Err(StoreError::Other("this store backend has no web accounts yet".into()))
+}
+
 /// One transaction of a sync exchange.
 pub trait DocTx {
     fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>>;
@@ -169,4 +182,33 @@ pub trait Store: Send + Sync + 'static {
     fn courses(&self) -> StoreResult<Vec<CourseListRow>>;
     fn refusals(&self) -> StoreResult<Vec<RefusalRow>>;
     fn counts(&self) -> StoreResult<Vec<(String, i64)>>;
+
+    // Web accounts and their sign-in sessions (web.rs). Defaults refuse, so a backend
+    // without them still serves devices.
+    /// Creates the account, or with `replace` sets its unit and password; false when it
+    /// exists and `replace` is not set.
+    fn put_account(
+        &self,
+        _name: &str,
+        _unit: &str,
+        _password_hash: &str,
+        _now: i64,
+        _replace: bool,
+    ) -> StoreResult<bool> {
+        no_accounts()
+    }
+    fn account(&self, _name: &str) -> StoreResult<Option<AccountRow>> {
+        no_accounts()
+    }
+    /// Stores a session by its token's hash; expired sessions are deleted on the way.
+    fn create_web_session(&self, _token_hash: &str, _account: &str, _now: i64, _expires_at: i64) -> StoreResult<()> {
+        no_accounts()
+    }
+    /// The account of an unexpired session.
+    fn web_session(&self, _token_hash: &str, _now: i64) -> StoreResult<Option<AccountRow>> {
+        no_accounts()
+    }
+    fn delete_web_session(&self, _token_hash: &str) -> StoreResult<()> {
+        no_accounts()
+    }
 }
