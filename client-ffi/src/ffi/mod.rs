@@ -299,6 +299,18 @@ impl FieldClient {
         })
     }
 
+    /// For an administrator holding a lost or broken tablet: writes everything this
+    /// device holds as JSON at `path` (what `diemdanh export` writes), with every value
+    /// the server never acknowledged under `unsent`. Reads only the local store, so it
+    /// works offline and after the device was revoked. Returns how many values are unsent.
+    pub fn export_everything(&self, path: String) -> FieldResult<u32> {
+        let export = self.with_device(|d| d.export_all())?;
+        let bytes = serde_json::to_vec_pretty(&export)
+            .map_err(|e| FieldError::invalid(format!("cannot write the export: {e}")))?;
+        crate::files::write_atomically(std::path::Path::new(&path), &bytes).map_err(FieldError::invalid)?;
+        Ok(export.unsent.len() as u32)
+    }
+
     /// Applies a file made for this device by `diemdanh-server bundle export`: the
     /// updates a sync would have brought. A file for another device, or altered, is refused.
     pub fn import_bundle(&self, path: String) -> FieldResult<BundleReport> {

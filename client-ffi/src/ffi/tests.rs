@@ -337,3 +337,26 @@ fn a_listener_that_throws_stops_the_sync_with_internal() {
     client.sync_with(None, fake).expect("the next sync finishes");
     assert_eq!(client.status().expect("status").pending_changes, 0);
 }
+
+#[test]
+fn everything_the_device_holds_is_exported_with_what_the_server_never_received() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let client = enrolled(&dir);
+    let course = three_dirty_documents(&client);
+    let path = dir.path().join("tablet.json");
+    let unsent = client
+        .export_everything(path.to_string_lossy().into_owned())
+        .expect("export");
+    let export: sync_core::export::DeviceExport =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    assert_eq!(export.unsent.len() as u32, unsent);
+    assert_eq!(export.format, sync_core::export::FORMAT);
+    assert_eq!(export.courses.len(), 1);
+    assert_eq!(export.courses[0].id, course);
+    let marks: Vec<_> = export.unsent.iter().filter(|u| u.key.starts_with("m/")).collect();
+    assert_eq!(marks.len(), 1, "the one mark, never synced");
+    assert_eq!(marks[0].values.len(), 1);
+    let mark: serde_json::Value = serde_json::from_str(&marks[0].values[0]).expect("mark json");
+    assert_eq!(mark["s"], "present");
+    assert!(export.documents.iter().all(|d| !d.synced));
+}
