@@ -47,7 +47,7 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn post(&mut self, path: &str, content_type: &str, bearer: Option<&str>, body: Vec<u8>) -> Result<Reply, String> {
         let mut req = self.agent.post(format!("{}{}", self.base, path));
-        // A sync body names itself ("DD", kind, version): no content type is sent for it.
+        // A sync body names itself (kind, version): no content type is sent for it.
         if content_type != protocol::CONTENT_TYPE {
             req = req.header("Content-Type", content_type);
         }

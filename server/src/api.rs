@@ -328,7 +328,7 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         store.record_contact(&device.id, now(), req.pending_changes as i64, app_version, bytes_up, out.len() as i64)?;
         store.set_device_cursor(&device.id, response.cursor as i64)?;
         tracing::info!(device = %device.id, docs_in = req.docs.len(), refused, updates = response.updates.len(), bytes_up, bytes_down = out.len(), "sync");
-        // No content type: the body names itself ("DD", kind, version), and a one-mark
+        // No content type: the body names itself (kind, version), and a one-mark
         // exchange is counted in bytes (docs/PROTOCOL.md).
         Ok(Response::new(axum::body::Body::from(out)))
     })

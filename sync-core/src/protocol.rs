@@ -2,8 +2,7 @@
 //! messages into bytes and back; who carries the bytes is the caller's business
 //! ([`Transport`] on the device, axum on the server). docs/PROTOCOL.md describes it.
 //!
-//! A body is `b"DD"`, a one-byte kind, a one-byte protocol version, then the message
-//! as postcard, compressed with zstd when that makes it smaller (an upper-case kind) or
+//! A body is a one-byte kind, a one-byte protocol version, then the message as postcard, compressed with zstd when that makes it smaller (an upper-case kind) or
 //! plain (lower case): zstd's frame costs about 12 bytes, more than it saves on the
 //! 10-300 byte exchanges of a sync of a few marks. The version is outside the
 //! compressed part so a server can refuse an unknown version before spending anything
@@ -14,7 +13,9 @@
 //! from its base and changes, [`pushed_heads`]), the base hashes the changes already
 //! name as dependencies, the document id and heads of an accepted result (results come
 //! in the order of the pushes; empty heads mean "yours"). A one-mark exchange went from
-//! 398 to about 250 bytes of bodies (BENCHMARKS.md).
+//! 398 to 248 bytes of bodies (BENCHMARKS.md). The two-byte `"DD"` magic of version 1
+//! went too (4 bytes an exchange): the kind byte (`Q`, `q`, `R`, `r`) and the version
+//! already tell a sync body from anything else, and postcard and zstd refuse the rest.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,8 @@ pub const SYNC_PATH: &str = "/v1/sync";
 pub const ENROLL_PATH: &str = "/v1/enroll";
 pub const CONTENT_TYPE: &str = "application/x-diemdanh-sync";
 
-const MAGIC: &[u8; 2] = b"DD";
+/// Bytes before the message: kind and version.
+const HEADER: usize = 2;
 const KIND_REQUEST: u8 = b'Q';
 const KIND_RESPONSE: u8 = b'R';
 /// Added to a kind (upper to lower case) when the message is not compressed.
@@ -146,8 +148,7 @@ fn encode<T: Serialize>(kind: u8, msg: &T) -> Vec<u8> {
     } else {
         (kind | PLAIN, plain)
     };
-    let mut out = Vec::with_capacity(payload.len() + 4);
-    out.extend_from_slice(MAGIC);
+    let mut out = Vec::with_capacity(payload.len() + HEADER);
     out.push(kind);
     out.push(PROTOCOL_VERSION);
     out.extend_from_slice(&payload);
@@ -166,19 +167,24 @@ pub enum DecodeError {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8]) -> Result<T, DecodeError> {
-    if body.len() < 4 || &body[..2] != MAGIC || (body[2] | PLAIN) != (kind | PLAIN) {
-        return Err(DecodeError::NotSync);
-    }
-    if body[3] != PROTOCOL_VERSION {
+    // A version-1 body starts with "DD": its version is at byte 3.
+    if body.len() >= 4 && &body[..2] == b"DD" {
         return Err(DecodeError::Version(body[3]));
     }
-    if body[2] == kind | PLAIN {
-        if body.len() - 4 > MAX_DECODED_BYTES {
+    if body.len() < HEADER || (body[0] | PLAIN) != (kind | PLAIN) {
+        return Err(DecodeError::NotSync);
+    }
+    if body[1] != PROTOCOL_VERSION {
+        return Err(DecodeError::Version(body[1]));
+    }
+    let message = &body[HEADER..];
+    if body[0] == kind | PLAIN {
+        if message.len() > MAX_DECODED_BYTES {
             return Err(DecodeError::Corrupt);
         }
-        return postcard::from_bytes(&body[4..]).map_err(|_| DecodeError::Corrupt);
+        return postcard::from_bytes(message).map_err(|_| DecodeError::Corrupt);
     }
-    let plain = zstd::bulk::decompress(&body[4..], MAX_DECODED_BYTES).map_err(|_| DecodeError::Corrupt)?;
+    let plain = zstd::bulk::decompress(message, MAX_DECODED_BYTES).map_err(|_| DecodeError::Corrupt)?;
     postcard::from_bytes(&plain).map_err(|_| DecodeError::Corrupt)
 }
 
@@ -308,13 +314,15 @@ mod tests {
         };
         let bytes = req.encode();
         // 100 equal bytes compress: this one is zstd, upper-case kind.
-        assert_eq!(bytes[2], b'Q');
+        assert_eq!(bytes[0], b'Q');
         assert_eq!(SyncRequest::decode(&bytes), Ok(req));
         assert_eq!(SyncRequest::decode(b"{}"), Err(DecodeError::NotSync));
-        // A version-1 device (or server) is told plainly to update.
-        let mut v1 = bytes.clone();
-        v1[3] = 1;
-        assert_eq!(SyncRequest::decode(&v1), Err(DecodeError::Version(1)));
+        assert_eq!(SyncRequest::decode(b"Q"), Err(DecodeError::NotSync));
+        // A version-1 body ("DD", kind, version) and a future version are told plainly.
+        assert_eq!(SyncRequest::decode(b"DDQ\x01\x28\xb5"), Err(DecodeError::Version(1)));
+        let mut v3 = bytes.clone();
+        v3[1] = 3;
+        assert_eq!(SyncRequest::decode(&v3), Err(DecodeError::Version(3)));
         assert!(DecodeError::Version(1).to_string().contains("update"));
         assert_eq!(
             SyncRequest::decode(&bytes[..bytes.len() - 3]),
@@ -336,11 +344,11 @@ mod tests {
             more: false,
         };
         let bytes = resp.encode();
-        assert_eq!(&bytes[..4], b"DDr\x02");
-        assert_eq!(bytes.len(), 4 + postcard::to_stdvec(&resp).expect("postcard").len());
+        assert_eq!(&bytes[..2], b"r\x02");
+        assert_eq!(bytes.len(), 2 + postcard::to_stdvec(&resp).expect("postcard").len());
         assert_eq!(SyncResponse::decode(&bytes), Ok(resp));
         // A plain body is still checked: truncated is corrupt, not a panic.
-        assert_eq!(SyncResponse::decode(&bytes[..5]), Err(DecodeError::Corrupt));
+        assert_eq!(SyncResponse::decode(&bytes[..3]), Err(DecodeError::Corrupt));
         assert_eq!(SyncRequest::decode(&bytes), Err(DecodeError::NotSync));
     }
 
