@@ -8,8 +8,7 @@
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use sync_core::docs::{self, Contents, DocId, DocKind};
 use sync_core::protocol::{
-    hashes_from_wire, hashes_to_wire, pushed_heads, DocPush, DocResult, DocUpdate, Outcome, SyncRequest,
-    SyncResponse,
+    hashes_from_wire, hashes_to_wire, pushed_heads, DocPush, DocResult, DocUpdate, Outcome, SyncRequest, SyncResponse,
 };
 use sync_core::units::{UnitKey, UnitTree};
 

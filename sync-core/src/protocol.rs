@@ -160,7 +160,9 @@ fn encode<T: Serialize>(kind: u8, msg: &T) -> Vec<u8> {
 pub enum DecodeError {
     #[error("the body is not a diemdanh sync message")]
     NotSync,
-    #[error("protocol version {0} is not supported (this side speaks {PROTOCOL_VERSION}): update the app or the server")]
+    #[error(
+        "protocol version {0} is not supported (this side speaks {PROTOCOL_VERSION}): update the app or the server"
+    )]
     Version(u8),
     #[error("the body is truncated or corrupt")]
     Corrupt,
@@ -236,7 +238,12 @@ pub fn pushed_heads(base: &[Hash], data: &[u8]) -> Option<Vec<Hash>> {
         deps.extend(change.deps().iter().map(|h| h.0));
         rest = &rest[len..];
     }
-    let mut heads: Vec<Hash> = base.iter().chain(hashes.iter()).filter(|h| !deps.contains(*h)).copied().collect();
+    let mut heads: Vec<Hash> = base
+        .iter()
+        .chain(hashes.iter())
+        .filter(|h| !deps.contains(*h))
+        .copied()
+        .collect();
     heads.sort();
     heads.dedup();
     Some(heads)
@@ -366,7 +373,10 @@ mod tests {
             data.extend_from_slice(c.raw_bytes());
         }
         // The base is a dependency of the first pushed change: it is not a head.
-        assert_eq!(pushed_heads(&hashes_to_wire(&base), &data), Some(hashes_to_wire(&heads)));
+        assert_eq!(
+            pushed_heads(&hashes_to_wire(&base), &data),
+            Some(hashes_to_wire(&heads))
+        );
         assert_eq!(pushed_heads(&[], &data), Some(hashes_to_wire(&heads)));
         // A base head the changes do not depend on stays a head.
         let other = [7u8; 32];
