@@ -3,7 +3,7 @@
 //! (automerge commit, chunk, query rows) committed with `synchronous=FULL` before it
 //! returns, so "saved" means on disk.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
