@@ -236,9 +236,11 @@ async fn enroll(State(st): State<AppState>, body: Bytes) -> Result<Json<EnrollRe
             "actor must be 1-32 bytes of hex",
         ));
     }
-    let mut token_bytes = [0u8; 32];
+    // 128 random bits, base64url: 22 characters on every request instead of 64 hex
+    // digits (a one-mark exchange is counted in bytes). Only its SHA-256 is stored.
+    let mut token_bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut token_bytes);
-    let token = hex::encode(token_bytes);
+    let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, token_bytes);
     let token_hash = hash_secret(&token);
     let code_hash = hash_secret(&canonical_code(&req.code));
     let store = st.store.clone();
@@ -308,9 +310,6 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
             DecodeError::Version(_) => ApiError::new(StatusCode::BAD_REQUEST, "unsupported_version", e.to_string()),
             _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
         })?;
-        if req.device_id != device.id {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_device", "the request names another device than the token's"));
-        }
         let unit: UnitKey = device.unit.parse().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "device unit unreadable"))?;
         let actor = automerge::ActorId::from(hex::decode(&device.actor).unwrap_or_default());
         let peer = Peer { device_id: device.id.clone(), unit, actor };
@@ -324,10 +323,14 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         let response = response.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no response"))?;
         let refused = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Refused { .. })).count();
         let out = response.encode();
-        store.record_contact(&device.id, now(), req.pending_changes as i64, &req.app_version, bytes_up, out.len() as i64)?;
+        // An empty version: the device told it before and it has not changed.
+        let app_version = if req.app_version.is_empty() { &device.app_version } else { &req.app_version };
+        store.record_contact(&device.id, now(), req.pending_changes as i64, app_version, bytes_up, out.len() as i64)?;
         store.set_device_cursor(&device.id, response.cursor as i64)?;
         tracing::info!(device = %device.id, docs_in = req.docs.len(), refused, updates = response.updates.len(), bytes_up, bytes_down = out.len(), "sync");
-        Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], out).into_response())
+        // No content type: the body names itself (kind, version), and a one-mark
+        // exchange is counted in bytes (docs/PROTOCOL.md).
+        Ok(Response::new(axum::body::Body::from(out)))
     })
     .await
 }

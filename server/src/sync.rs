@@ -8,7 +8,7 @@
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use sync_core::docs::{self, Contents, DocId, DocKind};
 use sync_core::protocol::{
-    hashes_from_wire, hashes_to_wire, DocPush, DocResult, DocUpdate, Outcome, SyncRequest, SyncResponse,
+    hashes_from_wire, hashes_to_wire, pushed_heads, DocPush, DocResult, DocUpdate, Outcome, SyncRequest, SyncResponse,
 };
 use sync_core::units::{UnitKey, UnitTree};
 
@@ -50,16 +50,16 @@ pub fn scope_units(unit: &UnitKey) -> Vec<String> {
 }
 
 pub fn process(tx: &mut dyn DocTx, peer: &Peer, req: &SyncRequest) -> StoreResult<SyncResponse> {
-    let mut results = Vec::with_capacity(req.docs.len());
+    let mut results: Vec<Option<DocResult>> = vec![None; req.docs.len()];
     // Course documents first: marks are checked against the course as it stands after
-    // this same request.
-    let mut order: Vec<&DocPush> = req.docs.iter().collect();
-    order.sort_by_key(|p| p.doc.parse::<DocId>().map(|d| d.kind).unwrap_or(DocKind::Attendance));
+    // this same request. Results go back in the order of the pushes.
+    let mut order: Vec<(usize, &DocPush)> = req.docs.iter().enumerate().collect();
+    order.sort_by_key(|(_, p)| p.doc.parse::<DocId>().map(|d| d.kind).unwrap_or(DocKind::Attendance));
     let mut sent: Vec<String> = Vec::new();
-    for push in order {
+    for (index, push) in order {
         sent.push(push.doc.clone());
         match accept(tx, peer, push)? {
-            Ok(r) => results.push(r),
+            Ok(r) => results[index] = Some(r),
             Err(refusal) => {
                 tx.refuse(&peer.device_id, &push.doc, &refusal.reason, &push.data)?;
                 // Send the server's state back so the device can rebuild, if in scope.
@@ -70,8 +70,7 @@ pub fn process(tx: &mut dyn DocTx, peer: &Peer, req: &SyncRequest) -> StoreResul
                     },
                     _ => (Vec::new(), Vec::new()),
                 };
-                results.push(DocResult {
-                    doc: push.doc.clone(),
+                results[index] = Some(DocResult {
                     outcome: Outcome::Refused {
                         reason: refusal.reason,
                         keys: refusal.keys,
@@ -82,8 +81,14 @@ pub fn process(tx: &mut dyn DocTx, peer: &Peer, req: &SyncRequest) -> StoreResul
             }
         }
     }
+    let results = results.into_iter().flatten().collect();
 
-    let budget = RESPONSE_BUDGET.min(req.max_response_bytes.max(1) as usize);
+    let asked = if req.max_response_bytes == 0 {
+        RESPONSE_BUDGET
+    } else {
+        req.max_response_bytes as usize
+    };
+    let budget = RESPONSE_BUDGET.min(asked);
     let (updates, cursor, more) = updates_since(tx, &peer.unit, req.cursor as i64, &sent, budget)?;
     Ok(SyncResponse {
         results,
@@ -163,7 +168,6 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
         // A probe after a bundle: has the server got these heads?
         let Some(stored) = &stored else {
             return Ok(Ok(DocResult {
-                doc: push.doc.clone(),
                 outcome: Outcome::Missing,
                 heads: vec![],
                 data: vec![],
@@ -172,7 +176,6 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
         let device_heads = hashes_from_wire(&push.heads);
         if !device_heads.iter().all(|h| stored.doc.get_change_by_hash(h).is_some()) {
             return Ok(Ok(DocResult {
-                doc: push.doc.clone(),
                 outcome: Outcome::Missing,
                 heads: hashes_to_wire(&server_heads),
                 data: vec![],
@@ -183,7 +186,6 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
             data.extend_from_slice(c.raw_bytes());
         }
         return Ok(Ok(DocResult {
-            doc: push.doc.clone(),
             outcome: Outcome::Accepted,
             heads: hashes_to_wire(&server_heads),
             data,
@@ -192,6 +194,10 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
     let mut candidate = match &stored {
         Some(s) => s.doc.clone(),
         None => Automerge::new(),
+    };
+    // The device's heads once it has pushed: those of its base and the changes sent.
+    let Some(device_heads) = pushed_heads(&push.base, &push.data) else {
+        return Ok(Err(Refusal::whole("the document data does not decode")));
     };
     if candidate.load_incremental(&push.data).is_err() {
         return Ok(Err(Refusal::whole("the document data does not decode")));
@@ -239,11 +245,15 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
     if !new_changes.is_empty() {
         tx.store(&id, &candidate, &new_changes, &contents, &peer.device_id)?;
     }
-    let device_heads: Vec<ChangeHash> = hashes_from_wire(&push.heads);
+    let device_heads: Vec<ChangeHash> = hashes_from_wire(&device_heads);
     let known: Vec<ChangeHash> = device_heads
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|h| candidate.get_change_by_hash(h).is_some())
         .collect();
+    // When the server knows everything the device has, the device ends with the
+    // server's heads once it merges `data`: no need to send them.
+    let device_covered = known.len() == device_heads.len();
     let data = if known.is_empty() && stored.is_some() {
         candidate.save()
     } else {
@@ -254,9 +264,12 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
         out
     };
     Ok(Ok(DocResult {
-        doc: push.doc.clone(),
         outcome: Outcome::Accepted,
-        heads: hashes_to_wire(&candidate.get_heads()),
+        heads: if device_covered && !known.is_empty() {
+            Vec::new()
+        } else {
+            hashes_to_wire(&candidate.get_heads())
+        },
         data,
     }))
 }

@@ -934,14 +934,23 @@ impl Device {
             for round in 0..MAX_ROUNDS {
                 let cursor: u64 = self.meta("cursor")?.and_then(|c| c.parse().ok()).unwrap_or(0);
                 let pushes = self.collect_pushes(&refused_now)?;
+                // The version goes once per server, the budget only when it is not the
+                // default: a one-mark exchange is counted in bytes (BENCHMARKS.md).
+                let told = self.meta("told_app_version")?;
                 let req = SyncRequest {
-                    device_id: self.device_id.clone(),
                     cursor,
                     docs: pushes.iter().map(|(p, _)| p.clone()).collect(),
                     pending_changes: self.pending_changes()?,
-                    app_version: APP_VERSION.to_string(),
-                    batch_id: new_id(),
-                    max_response_bytes: self.response_bytes,
+                    app_version: if told.as_deref() == Some(APP_VERSION) {
+                        String::new()
+                    } else {
+                        APP_VERSION.to_string()
+                    },
+                    max_response_bytes: if self.response_bytes == RESPONSE_BYTES {
+                        0
+                    } else {
+                        self.response_bytes
+                    },
                 };
                 let body = req.encode();
                 stats.requests += 1;
@@ -956,6 +965,9 @@ impl Device {
                 crate::failpoint::hit("device.after_reply");
                 let more = resp.more;
                 self.apply_response(&req, resp, &mut stats, &mut refused_now)?;
+                if !req.app_version.is_empty() {
+                    store::set_meta(&self.conn, "told_app_version", &req.app_version)?;
+                }
                 let left = self.dirty_docs(&refused_now)?.len() as u64;
                 let go_on = progress(&SyncProgress {
                     round,
@@ -1052,7 +1064,7 @@ impl Device {
             if probe && !bundled.is_empty() && sorted(&heads_from_blob(&bundled)) == sorted(&heads) {
                 let push = DocPush {
                     doc: key,
-                    base: hashes_to_wire(&base),
+                    base: Vec::new(),
                     heads: hashes_to_wire(&heads),
                     data: Vec::new(),
                 };
@@ -1065,9 +1077,14 @@ impl Device {
             } else {
                 let changes = doc.get_changes(&base);
                 let mut data = Vec::new();
+                let mut deps = HashSet::new();
                 for c in &changes {
                     data.extend_from_slice(c.raw_bytes());
+                    deps.extend(c.deps().iter().copied());
                 }
+                // The server reads the base hashes the changes depend on from the
+                // changes themselves: send only the others.
+                let base: Vec<ChangeHash> = base.into_iter().filter(|h| !deps.contains(h)).collect();
                 (base, data, changes.len())
             };
             if !out.is_empty() && size + data.len() > budget {
@@ -1078,7 +1095,7 @@ impl Device {
                 DocPush {
                     doc: key,
                     base: hashes_to_wire(&base),
-                    heads: hashes_to_wire(&heads),
+                    heads: Vec::new(),
                     data,
                 },
                 n,
@@ -1098,12 +1115,10 @@ impl Device {
         let token = self.token()?;
         let pushes = self.pushes(&HashSet::new(), usize::MAX, false)?;
         let req = SyncRequest {
-            device_id: self.device_id.clone(),
             cursor: self.meta("cursor")?.and_then(|c| c.parse().ok()).unwrap_or(0),
             docs: pushes.iter().map(|(p, _)| p.clone()).collect(),
             pending_changes: self.pending_changes()?,
             app_version: APP_VERSION.to_string(),
-            batch_id: new_id(),
             max_response_bytes: 0,
         };
         let bytes = bundle::seal(
@@ -1114,7 +1129,9 @@ impl Device {
         );
         let tx = self.conn.transaction()?;
         for (p, _) in &pushes {
-            let heads = heads_to_blob(&hashes_from_wire(&p.heads));
+            let heads = protocol::pushed_heads(&p.base, &p.data)
+                .ok_or_else(|| Error::Wire(format!("the changes of {} do not parse", p.doc)))?;
+            let heads = heads_to_blob(&hashes_from_wire(&heads));
             tx.execute(
                 "UPDATE docs SET bundled_heads = ?2 WHERE doc_id = ?1",
                 params![p.doc, heads],
@@ -1146,12 +1163,10 @@ impl Device {
         let resp = SyncResponse::decode(sealed.body).map_err(|e| Error::Wire(e.to_string()))?;
         let docs = resp.updates.len() as u32;
         let empty = SyncRequest {
-            device_id: self.device_id.clone(),
             cursor: 0,
             docs: Vec::new(),
             pending_changes: 0,
             app_version: String::new(),
-            batch_id: String::new(),
             max_response_bytes: 0,
         };
         let mut stats = SyncStats::default();
@@ -1176,24 +1191,28 @@ impl Device {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let pushed: BTreeMap<&str, &DocPush> = req.docs.iter().map(|p| (p.doc.as_str(), p)).collect();
-        for result in resp.results {
-            let Some(push) = pushed.get(result.doc.as_str()) else {
-                return Err(Error::Wire(format!(
-                    "the server answered for {} which was not sent",
-                    result.doc
-                )));
-            };
-            let id: DocId = result.doc.parse()?;
+        // One result per push, in the order of the pushes.
+        if resp.results.len() != req.docs.len() {
+            return Err(Error::Wire(format!(
+                "the server answered {} documents for {} sent",
+                resp.results.len(),
+                req.docs.len()
+            )));
+        }
+        for (push, result) in req.docs.iter().zip(resp.results) {
+            let id: DocId = push.doc.parse()?;
             let server_heads = hashes_from_wire(&result.heads);
             match result.outcome {
                 Outcome::Accepted => {
                     stats.docs_sent += 1;
-                    merge_into(&tx, &id, &actor, &result.data, &server_heads)?;
+                    // Empty heads: the server has exactly what the device has after
+                    // merging `data`.
+                    let heads = (!server_heads.is_empty()).then_some(&server_heads[..]);
+                    merge_into(&tx, &id, &actor, &result.data, heads)?;
                 }
                 Outcome::Missing => {
                     // The bundle has not arrived: send the data in the next exchange.
-                    tx.execute("UPDATE docs SET bundled_heads = x'' WHERE doc_id = ?1", [&result.doc])?;
+                    tx.execute("UPDATE docs SET bundled_heads = x'' WHERE doc_id = ?1", [&push.doc])?;
                 }
                 Outcome::Refused { reason, keys } => {
                     let entry = rebuild_after_refusal(
@@ -1207,7 +1226,7 @@ impl Device {
                         &keys,
                         now_ms,
                     )?;
-                    refused_now.insert(result.doc.clone());
+                    refused_now.insert(push.doc.clone());
                     stats.refused.push(entry);
                 }
             }
@@ -1217,7 +1236,7 @@ impl Device {
         for update in updates {
             let id: DocId = update.doc.parse()?;
             stats.docs_received += 1;
-            merge_into(&tx, &id, &actor, &update.data, &hashes_from_wire(&update.heads))?;
+            merge_into(&tx, &id, &actor, &update.data, Some(&hashes_from_wire(&update.heads)))?;
         }
         // A bundle may be older than what the device already has: never move back.
         let current: u64 = store::get_meta(&tx, "cursor")?
@@ -1251,13 +1270,14 @@ pub fn format_time(secs: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Applies bytes from the server to a local document and records what the server has.
+/// Applies bytes from the server to a local document and records what the server has:
+/// `server_heads`, or (`None`) everything the device has once `data` is merged.
 fn merge_into(
     tx: &Transaction<'_>,
     id: &DocId,
     actor: &ActorId,
     data: &[u8],
-    server_heads: &[ChangeHash],
+    server_heads: Option<&[ChangeHash]>,
 ) -> Result<()> {
     let mut doc = store::load_doc(tx, id)?.unwrap_or_default();
     doc.set_actor(actor.clone());
@@ -1269,6 +1289,7 @@ fn merge_into(
         store::ensure_doc(tx, id)?;
     }
     let local = doc.get_heads();
+    let server_heads = server_heads.unwrap_or(&local);
     let has_server = server_heads.iter().all(|h| doc.get_change_by_hash(h).is_some());
     let known = if has_server { server_heads.to_vec() } else { Vec::new() };
     let pending = doc.get_changes(&known).len() as i64;

@@ -170,7 +170,6 @@ fn a_change_by_an_actor_that_is_not_the_devices_is_refused() {
             .expect("token")
     };
     let req = SyncRequest {
-        device_id: a.device_id().into(),
         cursor: 0,
         docs: vec![DocPush {
             doc: id.to_string(),
@@ -180,7 +179,6 @@ fn a_change_by_an_actor_that_is_not_the_devices_is_refused() {
         }],
         pending_changes: 0,
         app_version: "forged".into(),
-        batch_id: "x".into(),
         max_response_bytes: 1 << 20,
     };
     let reply = server
