@@ -9,6 +9,7 @@ use sync_core::report::CourseReport;
 use sync_core::units::UnitTree;
 
 use crate::api::{canonical_code, hash_secret, new_code, now};
+use crate::pg::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -28,6 +29,13 @@ struct DataArg {
     /// Folder of the server's store (created if missing).
     #[arg(long, env = "DIEMDANH_DATA", default_value = "diemdanh-data")]
     data: PathBuf,
+    /// A PostgreSQL database instead of the folder (`postgres://user@host/db`), shared by
+    /// any number of server nodes; `--data` is then not used.
+    #[arg(long, env = "DIEMDANH_DATABASE")]
+    database: Option<String>,
+    /// Most connections this process opens to PostgreSQL.
+    #[arg(long, env = "DIEMDANH_DB_CONNECTIONS", default_value_t = 8)]
+    db_connections: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,8 +131,26 @@ enum ReportCommand {
     },
 }
 
-fn open(data: &Path) -> anyhow_like::Result<SqliteStore> {
-    SqliteStore::open(data).map_err(|e| anyhow_like::Error(format!("cannot open the store in {}: {e}", data.display())))
+/// Opens the store the arguments name: PostgreSQL with `--database`, else the SQLite
+/// folder. Never drop the last handle of a PostgreSQL store inside an async context
+/// (see `pg.rs`).
+fn open(data: &DataArg) -> anyhow_like::Result<Arc<dyn Store>> {
+    match &data.database {
+        Some(url) if crate::pg::is_postgres_url(url) => {
+            let store = PgStore::open(url, data.db_connections)
+                .map_err(|e| anyhow_like::Error(format!("cannot open the PostgreSQL store: {e}")))?;
+            Ok(Arc::new(store))
+        }
+        Some(_) => Err(anyhow_like::Error(
+            "--database takes a URL that starts with postgres:// or postgresql://".into(),
+        )),
+        None => {
+            let store = SqliteStore::open(&data.data).map_err(|e| {
+                anyhow_like::Error(format!("cannot open the store in {}: {e}", data.data.display()))
+            })?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// A tiny error carrier for the command line: a message for a person, exit code 1.
@@ -146,13 +172,13 @@ pub mod anyhow_like {
 
 pub fn run(cli: Cli) -> anyhow_like::Result<()> {
     match cli.command {
-        Command::Serve { data, listen, demo } => serve(&data.data, listen, demo),
+        Command::Serve { data, listen, demo } => serve(&data, listen, demo),
         Command::EnrollCode { data, unit, valid_days } => {
             let unit = UnitTree::reference().resolve(&unit)?;
             if !(1..=90).contains(&valid_days) {
                 return Err(anyhow_like::Error("--valid-days must be 1 to 90".into()));
             }
-            let store = open(&data.data)?;
+            let store = open(&data)?;
             let code = new_code();
             let expires = now() + i64::from(valid_days) * 86_400;
             store.create_enroll_code(&unit.key.to_string(), &hash_secret(&canonical_code(&code)), expires)?;
@@ -166,7 +192,7 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         Command::Device {
             command: DeviceCommand::Revoke { data, device },
         } => {
-            let store = open(&data.data)?;
+            let store = open(&data)?;
             if store.revoke_device(&device, now())? {
                 println!("device {device} revoked");
                 Ok(())
@@ -179,7 +205,7 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         Command::Device {
             command: DeviceCommand::List { data, json },
         } => {
-            let store = open(&data.data)?;
+            let store = open(&data)?;
             let devices = store.devices()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
@@ -208,8 +234,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                 },
         } => {
             let bytes = read_bundle(&file)?;
-            let store = open(&data.data)?;
-            let report = crate::bundle::import_with(&store, &bytes, accept_revoked)?;
+            let store = open(&data)?;
+            let report = crate::bundle::import_with(&*store, &bytes, accept_revoked)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -228,8 +254,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         Command::Bundle {
             command: BundleCommand::Export { device, out, data },
         } => {
-            let store = open(&data.data)?;
-            let (bytes, docs) = crate::bundle::export(&store, &device)?;
+            let store = open(&data)?;
+            let (bytes, docs) = crate::bundle::export(&*store, &device)?;
             write_file(&out, &bytes)?;
             println!(
                 "wrote {} ({} bytes, {docs} document(s)) for device {device}",
@@ -241,7 +267,7 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         Command::Report {
             command: ReportCommand::Course { course_id, data, json },
         } => {
-            let store = open(&data.data)?;
+            let store = open(&data)?;
             let rows = store
                 .course_rows(&course_id)?
                 .ok_or_else(|| anyhow_like::Error(format!("course {course_id} is not on this server")))?;
@@ -302,22 +328,26 @@ pub fn print_course(r: &CourseReport) {
     }
 }
 
-fn serve(data: &Path, listen: SocketAddr, demo: bool) -> anyhow_like::Result<()> {
+fn serve(data: &DataArg, listen: SocketAddr, demo: bool) -> anyhow_like::Result<()> {
     let store = open(data)?;
-    if demo && crate::demo::seed(&store)? {
+    if demo && crate::demo::seed(&*store)? {
         tracing::info!("demo data created");
     }
-    let store: Arc<dyn Store> = Arc::new(store);
+    // This handle outlives the runtime: a PostgreSQL pool is dropped outside async code.
+    let keep = store.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         // Whoever started us may have closed our stdout: a status line is not worth a panic.
         say(&format!("diemdanh-server listening on http://{addr}"));
         crate::serve_until(listener, store, shutdown_signal()).await?;
         say("diemdanh-server stopped");
-        Ok(())
-    })
+        Ok::<_, anyhow_like::Error>(())
+    });
+    drop(rt);
+    drop(keep);
+    served
 }
 
 fn say(line: &str) {

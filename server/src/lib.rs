@@ -5,6 +5,7 @@ pub mod api;
 pub mod bundle;
 pub mod cli;
 pub mod demo;
+pub mod pg;
 pub mod sqlite;
 pub mod store;
 pub mod sync;
@@ -14,6 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use api::app;
+pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 pub use store::Store;
 

@@ -7,6 +7,8 @@ mod clock_skew;
 mod common;
 mod crash_points;
 mod netem;
+mod nodes;
 mod scope_and_refusals;
 mod simulation;
+mod store_suite;
 mod sync_and_conflicts;
