@@ -145,9 +145,8 @@ fn open(data: &DataArg) -> anyhow_like::Result<Arc<dyn Store>> {
             "--database takes a URL that starts with postgres:// or postgresql://".into(),
         )),
         None => {
-            let store = SqliteStore::open(&data.data).map_err(|e| {
-                anyhow_like::Error(format!("cannot open the store in {}: {e}", data.data.display()))
-            })?;
+            let store = SqliteStore::open(&data.data)
+                .map_err(|e| anyhow_like::Error(format!("cannot open the store in {}: {e}", data.data.display())))?;
             Ok(Arc::new(store))
         }
     }

@@ -42,8 +42,7 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// Migrations, in order; shipped ones are never edited. Version 1 is the SQLite store's
 /// migrations 1 and 2 together, in PostgreSQL types, plus the sequence counter.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE devices (
+const MIGRATIONS: &[&str] = &["CREATE TABLE devices (
         id TEXT PRIMARY KEY, unit TEXT NOT NULL, actor TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE,
         app_version TEXT NOT NULL, created_at BIGINT NOT NULL, revoked_at BIGINT, last_sync_at BIGINT,
         pending_reported BIGINT NOT NULL DEFAULT 0, bytes_up BIGINT NOT NULL DEFAULT 0,
@@ -91,8 +90,7 @@ const MIGRATIONS: &[&str] = &[
         conflict TEXT, device_id TEXT NOT NULL, recorded_at BIGINT NOT NULL, doc_id TEXT NOT NULL,
         PRIMARY KEY (course_id, session_id, cadre_id)
      );
-     CREATE INDEX p_marks_doc ON p_marks(doc_id);",
-];
+     CREATE INDEX p_marks_doc ON p_marks(doc_id);"];
 
 /// Advisory lock key of the migrations: two nodes starting at once migrate once.
 const MIGRATION_LOCK: i64 = 0x6469_656d_6461_6e68; // "diemdanh"
@@ -161,7 +159,11 @@ impl PgStore {
 
     /// The schema version now in the database.
     pub fn schema_version(&self) -> StoreResult<i32> {
-        Ok(self.pool.get()?.query_one("SELECT version FROM schema_version", &[])?.get(0))
+        Ok(self
+            .pool
+            .get()?
+            .query_one("SELECT version FROM schema_version", &[])?
+            .get(0))
     }
 
     fn client(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
@@ -246,7 +248,9 @@ impl PgTx<'_> {
                 "INSERT INTO changes (seq, doc_id, hash, actor, device_id, time, received_at, data)
                  SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
                                       $7::BIGINT[], $8::BYTEA[])",
-                &[&seqs, &doc_ids, &p.hashes, &p.actors, &devices, &p.times, &received, &p.data],
+                &[
+                    &seqs, &doc_ids, &p.hashes, &p.actors, &devices, &p.times, &received, &p.data,
+                ],
             )?;
             let seq = seqs.last().copied().unwrap_or(last);
             self.tx.execute(
@@ -459,10 +463,18 @@ fn write_projection(tx: &mut Transaction<'_>, id: &DocId, contents: &Contents) -
             tx.execute("DELETE FROM p_enrolments WHERE course_id = $1", &[cid])?;
             let ids: Vec<&str> = course.sessions.keys().map(String::as_str).collect();
             let dates: Vec<&str> = course.sessions.values().map(|s| s.date.as_str()).collect();
-            let half: Vec<Option<&str>> = course.sessions.values().map(|s| s.half_day.map(|h| h.as_str())).collect();
+            let half: Vec<Option<&str>> = course
+                .sessions
+                .values()
+                .map(|s| s.half_day.map(|h| h.as_str()))
+                .collect();
             let periods: Vec<Option<i32>> = course.sessions.values().map(|s| s.periods.map(i32::from)).collect();
             let topics: Vec<Option<&str>> = course.sessions.values().map(|s| s.topic.as_deref()).collect();
-            let parts: Vec<i32> = course.sessions.values().map(|s| i32::try_from(s.part).unwrap_or(i32::MAX)).collect();
+            let parts: Vec<i32> = course
+                .sessions
+                .values()
+                .map(|s| i32::try_from(s.part).unwrap_or(i32::MAX))
+                .collect();
             tx.execute(
                 "INSERT INTO p_sessions (course_id, id, date, half_day, periods, topic, part)
                  SELECT $1::TEXT, i, d, h, p, t, n
@@ -683,7 +695,11 @@ impl Store for PgStore {
     fn course_rows(&self, course_id: &str) -> StoreResult<Option<CourseRows>> {
         let mut client = self.client()?;
         // One snapshot for the four reads, as a report must not mix two states.
-        let mut tx = client.build_transaction().read_only(true).isolation_level(postgres::IsolationLevel::RepeatableRead).start()?;
+        let mut tx = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .start()?;
         let Some(head) = tx.query_opt(
             "SELECT unit, title, min_ratio, excused_counts FROM p_courses WHERE id = $1",
             &[&course_id],

@@ -37,7 +37,10 @@ impl Node {
         BufReader::new(stdout).read_line(&mut line).expect("first line");
         let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
         let node = Node { child, url };
-        assert!(node.url.starts_with("http://127.0.0.1:"), "node did not start: {line:?}");
+        assert!(
+            node.url.starts_with("http://127.0.0.1:"),
+            "node did not start: {line:?}"
+        );
         node
     }
 
@@ -99,10 +102,13 @@ fn devices_sync_through_either_node_in_any_order_and_converge() {
     let s = |i: usize| course.sessions[i].id.clone();
     a.mark_all(&course.id, &s(0), MarkStatus::Present).expect("mark");
     b.mark_all(&course.id, &s(1), MarkStatus::Present).expect("mark");
-    b.mark(&course.id, &s(2), &cadres[3], MarkStatus::Late, None).expect("mark");
+    b.mark(&course.id, &s(2), &cadres[3], MarkStatus::Late, None)
+        .expect("mark");
     // The same trainee marked differently on both, offline: a conflict, on every side.
-    a.mark(&course.id, &s(2), &cadres[0], MarkStatus::Absent, None).expect("mark");
-    b.mark(&course.id, &s(2), &cadres[0], MarkStatus::Excused, None).expect("mark");
+    a.mark(&course.id, &s(2), &cadres[0], MarkStatus::Absent, None)
+        .expect("mark");
+    b.mark(&course.id, &s(2), &cadres[0], MarkStatus::Excused, None)
+        .expect("mark");
     for (who, node) in [("b", &n1), ("a", &n2), ("a", &n1), ("b", &n2), ("a", &n2), ("b", &n1)] {
         node.sync(if who == "a" { &mut a } else { &mut b });
     }
@@ -124,7 +130,12 @@ fn devices_sync_through_either_node_in_any_order_and_converge() {
         let e = b.sync(&mut node.transport(), &mut |_| true).expect_err("revoked");
         assert!(e.to_string().contains("revoked"), "{e}");
     }
-    let n: usize = store.devices().expect("devices").iter().filter(|d| d.revoked_at.is_some()).count();
+    let n: usize = store
+        .devices()
+        .expect("devices")
+        .iter()
+        .filter(|d| d.revoked_at.is_some())
+        .count();
     assert_eq!(n, 1);
 }
 
@@ -161,7 +172,8 @@ fn concurrent_syncs_of_one_document_through_two_nodes_lose_nothing() {
                     let (course, session, barrier) = (course.id.clone(), session.clone(), barrier.clone());
                     let url = urls[(i + round) % 2].clone();
                     scope.spawn(move || {
-                        d.mark(&course, &session, &cadre, MarkStatus::Present, None).expect("mark");
+                        d.mark(&course, &session, &cadre, MarkStatus::Present, None)
+                            .expect("mark");
                         barrier.wait();
                         d.sync(&mut HttpTransport::new(&url).expect("transport"), &mut |_| true)
                             .expect("concurrent sync");
@@ -177,7 +189,11 @@ fn concurrent_syncs_of_one_document_through_two_nodes_lose_nothing() {
     }
     let store = PgStore::open(&db.url, 2).expect("open the database");
     let vs = server_report(&store, &course.id);
-    assert_eq!(vs.marks.len(), DEVICES * ROUNDS, "every mark of every device is on the server");
+    assert_eq!(
+        vs.marks.len(),
+        DEVICES * ROUNDS,
+        "every mark of every device is on the server"
+    );
     assert!(vs.conflicts.is_empty());
     for d in &devices {
         assert_eq!(d.show_course(&course.id).expect("view"), vs);
