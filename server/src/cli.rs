@@ -9,6 +9,7 @@ use sync_core::report::CourseReport;
 use sync_core::units::UnitTree;
 
 use crate::api::{canonical_code, hash_secret, new_code, now};
+use crate::pg::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -28,6 +29,13 @@ struct DataArg {
     /// Folder of the server's store (created if missing).
     #[arg(long, env = "DIEMDANH_DATA", default_value = "diemdanh-data")]
     data: PathBuf,
+    /// A PostgreSQL database instead of the folder (`postgres://user@host/db`), shared by
+    /// any number of server nodes; `--data` is then not used.
+    #[arg(long, env = "DIEMDANH_DATABASE")]
+    database: Option<String>,
+    /// Most connections this process opens to PostgreSQL.
+    #[arg(long, env = "DIEMDANH_DB_CONNECTIONS", default_value_t = 8)]
+    db_connections: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,8 +252,25 @@ enum ReportCommand {
     },
 }
 
-fn open(data: &Path) -> anyhow_like::Result<SqliteStore> {
-    SqliteStore::open(data).map_err(|e| anyhow_like::Error(format!("cannot open the store in {}: {e}", data.display())))
+/// Opens the store the arguments name: PostgreSQL with `--database`, else the SQLite
+/// folder. Never drop the last handle of a PostgreSQL store inside an async context
+/// (see `pg.rs`).
+fn open(data: &DataArg) -> anyhow_like::Result<Arc<dyn Store>> {
+    match &data.database {
+        Some(url) if crate::pg::is_postgres_url(url) => {
+            let store = PgStore::open(url, data.db_connections)
+                .map_err(|e| anyhow_like::Error(format!("cannot open the PostgreSQL store: {e}")))?;
+            Ok(Arc::new(store))
+        }
+        Some(_) => Err(anyhow_like::Error(
+            "--database takes a URL that starts with postgres:// or postgresql://".into(),
+        )),
+        None => {
+            let store = SqliteStore::open(&data.data)
+                .map_err(|e| anyhow_like::Error(format!("cannot open the store in {}: {e}", data.data.display())))?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// A tiny error carrier for the command line: a message for a person, exit code 1.
@@ -282,14 +307,14 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                     )))
                 }
             };
-            serve(&data.data, listen, demo.then_some(scale))
+            serve(&data, listen, demo.then_some(scale))
         }
         Command::EnrollCode { data, unit, valid_days } => {
             let unit = UnitTree::reference().resolve(&unit)?;
             if !(1..=90).contains(&valid_days) {
                 return Err(anyhow_like::Error("--valid-days must be 1 to 90".into()));
             }
-            let store = open(&data.data)?;
+            let store = open(&data)?;
             let code = new_code();
             let expires = now() + i64::from(valid_days) * 86_400;
             store.create_enroll_code(&unit.key.to_string(), &hash_secret(&canonical_code(&code)), expires)?;
@@ -315,15 +340,15 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                 .read_line(&mut line)
                 .map_err(|e| anyhow_like::Error(format!("cannot read the password from standard input: {e}")))?;
             let password = line.trim_end_matches(['\n', '\r']);
-            let store = open(&data.data)?;
-            let unit = crate::accounts::add(&store, &name, &unit, password, replace)?;
+            let store = open(&data)?;
+            let unit = crate::accounts::add(&*store, &name, &unit, password, replace)?;
             println!("account {name} created for unit {unit} ({})", unit_label(&unit));
             Ok(())
         }
         Command::Device {
             command: DeviceCommand::Revoke { data, device },
         } => {
-            let store = open(&data.data)?;
+            let store = open(&data)?;
             if store.revoke_device(&device, now())? {
                 println!("device {device} revoked");
                 Ok(())
@@ -336,7 +361,7 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         Command::Device {
             command: DeviceCommand::List { data, json },
         } => {
-            let store = open(&data.data)?;
+            let store = open(&data)?;
             let devices = store.devices()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
@@ -365,8 +390,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                 },
         } => {
             let bytes = read_bundle(&file)?;
-            let store = open(&data.data)?;
-            let report = crate::bundle::import_with(&store, &bytes, accept_revoked)?;
+            let store = open(&data)?;
+            let report = crate::bundle::import_with(&*store, &bytes, accept_revoked)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -385,8 +410,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         Command::Bundle {
             command: BundleCommand::Export { device, out, data },
         } => {
-            let store = open(&data.data)?;
-            let (bytes, docs) = crate::bundle::export(&store, &device)?;
+            let store = open(&data)?;
+            let (bytes, docs) = crate::bundle::export(&*store, &device)?;
             write_file(&out, &bytes)?;
             println!(
                 "wrote {} ({} bytes, {docs} document(s)) for device {device}",
@@ -407,8 +432,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         } => {
             let bytes =
                 std::fs::read(&file).map_err(|e| anyhow_like::Error(format!("cannot read {}: {e}", file.display())))?;
-            let store = open(&data.data)?;
-            let report = crate::roster::import(&store, &unit, &bytes, skip_invalid).map_err(anyhow_like::Error)?;
+            let store = open(&data)?;
+            let report = crate::roster::import(&*store, &unit, &bytes, skip_invalid).map_err(anyhow_like::Error)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -436,8 +461,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         Command::Roster {
             command: RosterCommand::Export { unit, out, data },
         } => {
-            let store = open(&data.data)?;
-            let bytes = crate::roster::export(&store, &unit).map_err(anyhow_like::Error)?;
+            let store = open(&data)?;
+            let bytes = crate::roster::export(&*store, &unit).map_err(anyhow_like::Error)?;
             write_file(&out, &bytes)?;
             println!("wrote {} ({} bytes)", out.display(), bytes.len());
             Ok(())
@@ -451,9 +476,9 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                     json,
                 },
         } => {
-            let store = open(&data.data)?;
+            let store = open(&data)?;
             let year = year.unwrap_or_else(|| i64::from(time::OffsetDateTime::now_utc().year()));
-            let r = crate::certificates::issue(&store, &course, year, now()).map_err(anyhow_like::Error)?;
+            let r = crate::certificates::issue(&*store, &course, year, now()).map_err(anyhow_like::Error)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -476,8 +501,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                     json,
                 },
         } => {
-            let store = open(&data.data)?;
-            let lines = crate::certificates::list(&store, &course).map_err(anyhow_like::Error)?;
+            let store = open(&data)?;
+            let lines = crate::certificates::list(&*store, &course).map_err(anyhow_like::Error)?;
             if let Some(out) = out {
                 let xlsx = out
                     .extension()
@@ -502,8 +527,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         Command::Units {
             command: UnitsCommand::ApplyReform { data, json },
         } => {
-            let store = open(&data.data)?;
-            let report = crate::roster::apply_reform(&store)?;
+            let store = open(&data)?;
+            let report = crate::roster::apply_reform(&*store)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -520,7 +545,7 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
         Command::Report {
             command: ReportCommand::Course { course_id, data, json },
         } => {
-            let store = open(&data.data)?;
+            let store = open(&data)?;
             let rows = store
                 .course_rows(&course_id)?
                 .ok_or_else(|| anyhow_like::Error(format!("course {course_id} is not on this server")))?;
@@ -594,17 +619,17 @@ pub fn print_course(r: &CourseReport) {
     }
 }
 
-fn serve(data: &Path, listen: SocketAddr, demo: Option<crate::demo::Scale>) -> anyhow_like::Result<()> {
+fn serve(data: &DataArg, listen: SocketAddr, demo: Option<crate::demo::Scale>) -> anyhow_like::Result<()> {
     let store = open(data)?;
     let mut demo_login = None;
     if let Some(scale) = demo {
-        if crate::demo::seed_scaled(&store, scale)? {
+        if crate::demo::seed_scaled(&*store, scale)? {
             tracing::info!("demo data created");
         }
         // A fresh password on every start: the demo account is for looking around.
         let password = new_code();
         let unit = crate::accounts::add(
-            &store,
+            &*store,
             crate::demo::ACCOUNT,
             crate::demo::account_unit(),
             &password,
@@ -612,9 +637,10 @@ fn serve(data: &Path, listen: SocketAddr, demo: Option<crate::demo::Scale>) -> a
         )?;
         demo_login = Some((unit, password));
     }
-    let store: Arc<dyn Store> = Arc::new(store);
+    // This handle outlives the runtime: a PostgreSQL pool is dropped outside async code.
+    let keep = store.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         // Whoever started us may have closed our stdout: a status line is not worth a panic.
@@ -628,8 +654,11 @@ fn serve(data: &Path, listen: SocketAddr, demo: Option<crate::demo::Scale>) -> a
         }
         crate::serve_until(listener, store, shutdown_signal()).await?;
         say("diemdanh-server stopped");
-        Ok(())
-    })
+        Ok::<_, anyhow_like::Error>(())
+    });
+    drop(rt);
+    drop(keep);
+    served
 }
 
 fn say(line: &str) {

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod certificates;
 pub mod cli;
 pub mod demo;
+pub mod pg;
 pub mod resolve;
 pub mod roster;
 pub mod sqlite;
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use api::app;
+pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 pub use store::Store;
 

@@ -11,6 +11,10 @@ use sync_core::report::CourseRows;
 pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] r2d2::Error),
     #[error("document: {0}")]
     Doc(#[from] automerge::AutomergeError),
     #[error("{0}")]
@@ -99,6 +103,12 @@ fn no_accounts<T>() -> StoreResult<T> {
 /// One transaction of a sync exchange.
 pub trait DocTx {
     fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>>;
+    /// Loads a document this transaction may then `store`: a backend with concurrent
+    /// writers (PostgreSQL) locks the document until commit, so two nodes merging into one
+    /// document never overwrite each other. The embedded backend has one writer already.
+    fn load_for_update(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
+        self.load(id)
+    }
     /// Stores the document after `new_changes` were applied, logs each change with a new
     /// sequence number and rewrites the document's projection rows.
     fn store(

@@ -54,7 +54,12 @@ pub fn process(tx: &mut dyn DocTx, peer: &Peer, req: &SyncRequest) -> StoreResul
     // Course documents first: marks are checked against the course as it stands after
     // this same request. Results go back in the order of the pushes.
     let mut order: Vec<(usize, &DocPush)> = req.docs.iter().enumerate().collect();
-    order.sort_by_key(|(_, p)| p.doc.parse::<DocId>().map(|d| d.kind).unwrap_or(DocKind::Attendance));
+    // Then by id: a backend that locks each pushed document takes the locks in one
+    // global order, so two requests never wait on each other's locks.
+    order.sort_by(|(_, a), (_, b)| {
+        let kind = |p: &DocPush| p.doc.parse::<DocId>().map(|d| d.kind).unwrap_or(DocKind::Attendance);
+        kind(a).cmp(&kind(b)).then_with(|| a.doc.cmp(&b.doc))
+    });
     let mut sent: Vec<String> = Vec::new();
     for (index, push) in order {
         sent.push(push.doc.clone());
@@ -162,7 +167,7 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
             peer.unit
         ))));
     }
-    let stored = tx.load(&id)?;
+    let stored = tx.load_for_update(&id)?;
     let server_heads = stored.as_ref().map(|s| s.doc.get_heads()).unwrap_or_default();
     if push.data.is_empty() {
         // A probe after a bundle: has the server got these heads?

@@ -364,7 +364,7 @@ async fn forms_without_the_sessions_csrf_token_change_nothing() {
     let r = b.post("/devices/revoke", &[("device", "tab1"), ("csrf", &csrf)]).await;
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/devices?revoked=1"));
     assert!(store.devices().expect("devices")[0].revoked_at.is_some());
-    let (s, _) = sync(&b.router, &enrolled.token, "tab1", 0).await;
+    let (s, _) = sync(&b.router, &enrolled.token, 0).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
@@ -385,14 +385,13 @@ async fn enroll(router: &Router, code: &str, device: &str) -> EnrollResponse {
     serde_json::from_slice(&bytes).expect("json")
 }
 
-async fn sync(router: &Router, token: &str, device: &str, cursor: u64) -> (StatusCode, Option<SyncResponse>) {
+/// A sync exchange; the token names the device.
+async fn sync(router: &Router, token: &str, cursor: u64) -> (StatusCode, Option<SyncResponse>) {
     let body = SyncRequest {
-        device_id: device.into(),
         cursor,
         docs: vec![],
         pending_changes: 0,
         app_version: "t".into(),
-        batch_id: "b".into(),
         max_response_bytes: 1 << 22,
     }
     .encode();
@@ -500,7 +499,7 @@ async fn a_conflict_resolved_on_the_web_is_a_server_change_devices_receive() {
         .create_enroll_code("2025:03434", &hash_secret(&canonical_code(&code)), now() + 600)
         .expect("code");
     let dev = enroll(&b.router, &code, "tab9").await;
-    let (s, first) = sync(&b.router, &dev.token, "tab9", 0).await;
+    let (s, first) = sync(&b.router, &dev.token, 0).await;
     assert_eq!(s, StatusCode::OK);
     let cursor = first.expect("response").cursor;
 
@@ -551,7 +550,7 @@ async fn a_conflict_resolved_on_the_web_is_a_server_change_devices_receive() {
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
 
     // The device's next sync brings the attendance document's new change.
-    let (s, next) = sync(&b.router, &dev.token, "tab9", cursor).await;
+    let (s, next) = sync(&b.router, &dev.token, cursor).await;
     assert_eq!(s, StatusCode::OK);
     let next = next.expect("response");
     let update = next

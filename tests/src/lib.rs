@@ -3,6 +3,7 @@
 //! devices as library clients over the real HTTP transport.
 
 pub mod netem;
+pub mod pgtest;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,864 @@
+//! The PostgreSQL backend, for several stateless `diemdanh-server` nodes on one
+//! database (`serve --database postgres://...`). Same tables and columns as the embedded
+//! store (`sqlite.rs`), its own migrations and DDL.
+//!
+//! Driver: the synchronous `postgres` crate behind an `r2d2` pool. The store traits are
+//! synchronous and the API already calls them inside `spawn_blocking`, so a blocking
+//! client fits with no change to the traits, the sync logic or the admin commands; an
+//! async driver would need a runtime bridge on every call for nothing gained. Each pooled
+//! client owns a small current-thread runtime: never drop the last handle of a
+//! [`PgStore`] inside an async context (`cli::serve` keeps one outside).
+//!
+//! Concurrency (docs/adr/0001-postgres-backend.md):
+//! - A pushed document is loaded under a transaction-scoped advisory lock on its id
+//!   ([`DocTx::load_for_update`]), so two nodes merging into one document take turns and
+//!   neither overwrites the other's snapshot. The lock exists before the row does, which
+//!   a `SELECT ... FOR UPDATE` could not give for a document's first push.
+//! - The global change sequence (the devices' cursor) is commit-ordered: it is a counter
+//!   row, not a PostgreSQL sequence, taken with `UPDATE ... RETURNING` as late as possible
+//!   (when the transaction first reads what changed, or just before commit) and held until
+//!   commit. So no sequence number becomes visible before every lower one is, and a
+//!   cursor never skips a change committed late. A rolled-back transaction gives its
+//!   numbers back: the sequence has no gaps either.
+//! - Deadlocks and serialization failures roll back and run the whole closure again.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use automerge::{Automerge, Change};
+use postgres::error::SqlState;
+use postgres::{NoTls, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
+use sha2::{Digest, Sha256};
+use sync_core::docs::{Contents, DocId};
+use sync_core::report::{CourseRows, EvaluationRow, MarkInput, SessionRow, TraineeRow};
+
+use crate::store::{
+    CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
+};
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// Migrations, in order; shipped ones are never edited. Version 1 is the SQLite store's
+/// migrations 1 and 2 together, in PostgreSQL types, plus the sequence counter.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE devices (
+        id TEXT PRIMARY KEY, unit TEXT NOT NULL, actor TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE,
+        app_version TEXT NOT NULL, created_at BIGINT NOT NULL, revoked_at BIGINT, last_sync_at BIGINT,
+        pending_reported BIGINT NOT NULL DEFAULT 0, bytes_up BIGINT NOT NULL DEFAULT 0,
+        bytes_down BIGINT NOT NULL DEFAULT 0, last_cursor BIGINT NOT NULL DEFAULT 0
+     );
+     CREATE TABLE enroll_codes (
+        code_hash TEXT PRIMARY KEY, unit TEXT NOT NULL, expires_at BIGINT NOT NULL, used_at BIGINT, device_id TEXT
+     );
+     CREATE TABLE docs (
+        doc_id TEXT PRIMARY KEY, kind TEXT NOT NULL, unit TEXT NOT NULL, course_id TEXT,
+        snapshot BYTEA NOT NULL, created_seq BIGINT NOT NULL, updated_seq BIGINT NOT NULL
+     );
+     CREATE INDEX docs_unit_seq ON docs(unit, updated_seq);
+     CREATE TABLE changes (
+        seq BIGINT PRIMARY KEY, doc_id TEXT NOT NULL, hash BYTEA NOT NULL, actor TEXT NOT NULL,
+        device_id TEXT NOT NULL, time BIGINT NOT NULL, received_at BIGINT NOT NULL, data BYTEA NOT NULL,
+        UNIQUE (doc_id, hash)
+     );
+     CREATE INDEX changes_doc_seq ON changes(doc_id, seq);
+     -- The last change sequence number handed out, in one row: taking it locks the row
+     -- until commit, which orders the numbers by commit (see the module doc).
+     CREATE TABLE seq_counter (one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), value BIGINT NOT NULL);
+     INSERT INTO seq_counter (one, value) VALUES (TRUE, 0);
+     CREATE TABLE refusals (
+        id BIGSERIAL PRIMARY KEY, device_id TEXT NOT NULL, doc_id TEXT NOT NULL, reason TEXT NOT NULL,
+        at BIGINT NOT NULL, data BYTEA NOT NULL
+     );
+     CREATE TABLE p_cadres (
+        id TEXT PRIMARY KEY, unit TEXT NOT NULL, name TEXT NOT NULL, gender TEXT NOT NULL, birth_year INTEGER NOT NULL,
+        ethnicity TEXT, category TEXT, position TEXT, qualification TEXT, theory_level TEXT, doc_id TEXT NOT NULL
+     );
+     CREATE INDEX p_cadres_doc ON p_cadres(doc_id);
+     CREATE INDEX p_cadres_unit ON p_cadres(unit);
+     CREATE TABLE p_courses (
+        id TEXT PRIMARY KEY, unit TEXT NOT NULL, title TEXT NOT NULL, min_ratio DOUBLE PRECISION NOT NULL,
+        excused_counts BOOLEAN NOT NULL, planned INTEGER NOT NULL, start_date TEXT, end_date TEXT, doc_id TEXT NOT NULL
+     );
+     CREATE TABLE p_sessions (
+        course_id TEXT NOT NULL, id TEXT NOT NULL, date TEXT NOT NULL, half_day TEXT, periods INTEGER, topic TEXT,
+        part INTEGER NOT NULL, PRIMARY KEY (course_id, id)
+     );
+     CREATE TABLE p_enrolments (course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, PRIMARY KEY (course_id, cadre_id));
+     CREATE TABLE p_marks (
+        course_id TEXT NOT NULL, session_id TEXT NOT NULL, cadre_id TEXT NOT NULL, status TEXT NOT NULL, note TEXT,
+        conflict TEXT, device_id TEXT NOT NULL, recorded_at BIGINT NOT NULL, doc_id TEXT NOT NULL,
+        PRIMARY KEY (course_id, session_id, cadre_id)
+     );
+     CREATE INDEX p_marks_doc ON p_marks(doc_id);",
+    // 2: evaluations (the SQLite store's migration 3, `projection::TABLES_V2`).
+    "CREATE TABLE p_evaluations (
+        course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, slot TEXT NOT NULL, kind TEXT NOT NULL, period TEXT,
+        score DOUBLE PRECISION, passed BOOLEAN, pass BOOLEAN NOT NULL, PRIMARY KEY (course_id, cadre_id, slot)
+     );",
+];
+
+/// Advisory lock key of the migrations: two nodes starting at once migrate once.
+const MIGRATION_LOCK: i64 = 0x6469_656d_6461_6e68; // "diemdanh"
+
+/// How often a transaction that lost a deadlock or a serialization race runs again.
+const ATTEMPTS: u32 = 8;
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgStore")
+    }
+}
+
+/// Whether `url` names a PostgreSQL database rather than a folder.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl PgStore {
+    /// Connects (a pool of `max_connections`) and runs the migrations that are missing.
+    /// The error never contains the URL, which may hold a password.
+    pub fn open(url: &str, max_connections: u32) -> StoreResult<PgStore> {
+        let config = postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Other(format!("the database URL is not valid: {e}")))?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(max_connections.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)
+            .map_err(|e| StoreError::Other(format!("cannot connect to PostgreSQL: {e}")))?;
+        let store = PgStore { pool };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.pool.get()?;
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let current: i32 = match tx.query_opt("SELECT version FROM schema_version", &[])? {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO schema_version (version) VALUES (0)", &[])?;
+                0
+            }
+        };
+        if current as usize > MIGRATIONS.len() {
+            return Err(StoreError::Other(format!(
+                "the database has schema version {current}, newer than this server ({}): upgrade the server",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+            tx.batch_execute(sql)?;
+            tx.execute("UPDATE schema_version SET version = $1", &[&((i + 1) as i32)])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The schema version now in the database.
+    pub fn schema_version(&self) -> StoreResult<i32> {
+        Ok(self
+            .pool
+            .get()?
+            .query_one("SELECT version FROM schema_version", &[])?
+            .get(0))
+    }
+
+    fn client(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        Ok(self.pool.get()?)
+    }
+}
+
+/// Whether running the transaction again can succeed.
+fn retryable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Postgres(e) => matches!(
+            e.code(),
+            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        ),
+        _ => false,
+    }
+}
+
+fn doc_lock_key(doc_id: &str) -> i64 {
+    let h = Sha256::digest(format!("diemdanh-doc:{doc_id}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    i64::from_be_bytes(b)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Changes of one document stored in this transaction and not yet numbered.
+struct Pending {
+    doc_id: String,
+    hashes: Vec<Vec<u8>>,
+    actors: Vec<String>,
+    times: Vec<i64>,
+    data: Vec<Vec<u8>>,
+    device: String,
+}
+
+struct PgTx<'a> {
+    tx: Transaction<'a>,
+    locked: HashSet<String>,
+    pending: Vec<Pending>,
+    /// The counter as the first `changed_since` of a transaction that wrote nothing saw
+    /// it, in the same statement as the documents: what `max_seq` answers.
+    seen_max: Option<i64>,
+}
+
+impl PgTx<'_> {
+    fn lock_doc(&mut self, doc_id: &str) -> StoreResult<()> {
+        if self.locked.insert(doc_id.to_string()) {
+            self.tx
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&doc_lock_key(doc_id)])?;
+        }
+        Ok(())
+    }
+
+    /// Numbers the pending changes: takes the counter row (held until commit), then
+    /// writes the change log and each document's sequence columns.
+    fn number_pending(&mut self) -> StoreResult<()> {
+        let n: i64 = self.pending.iter().map(|p| p.hashes.len() as i64).sum();
+        if n == 0 {
+            return Ok(());
+        }
+        let last: i64 = self
+            .tx
+            .query_one("UPDATE seq_counter SET value = value + $1 RETURNING value", &[&n])?
+            .get(0);
+        let mut next = last - n + 1;
+        let received = now();
+        for p in std::mem::take(&mut self.pending) {
+            let count = p.hashes.len() as i64;
+            let seqs: Vec<i64> = (next..next + count).collect();
+            next += count;
+            let doc_ids = vec![p.doc_id.clone(); p.hashes.len()];
+            let devices = vec![p.device.clone(); p.hashes.len()];
+            let received = vec![received; p.hashes.len()];
+            self.tx.execute(
+                "INSERT INTO changes (seq, doc_id, hash, actor, device_id, time, received_at, data)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
+                                      $7::BIGINT[], $8::BYTEA[])",
+                &[
+                    &seqs, &doc_ids, &p.hashes, &p.actors, &devices, &p.times, &received, &p.data,
+                ],
+            )?;
+            let seq = seqs.last().copied().unwrap_or(last);
+            self.tx.execute(
+                "UPDATE docs SET updated_seq = $2, created_seq = CASE WHEN created_seq = 0 THEN $2 ELSE created_seq END
+                 WHERE doc_id = $1",
+                &[&p.doc_id, &seq],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl DocTx for PgTx<'_> {
+    fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
+        let Some(row) = self.tx.query_opt(
+            "SELECT snapshot, created_seq, updated_seq FROM docs WHERE doc_id = $1",
+            &[&id.to_string()],
+        )?
+        else {
+            return Ok(None);
+        };
+        let snapshot: Vec<u8> = row.get(0);
+        let doc = Automerge::load(&snapshot)?;
+        Ok(Some(StoredDoc {
+            doc,
+            snapshot,
+            created_seq: row.get(1),
+            updated_seq: row.get(2),
+        }))
+    }
+
+    fn load_for_update(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
+        self.lock_doc(&id.to_string())?;
+        self.load(id)
+    }
+
+    fn store(
+        &mut self,
+        id: &DocId,
+        doc: &Automerge,
+        new_changes: &[Change],
+        contents: &Contents,
+        device: &str,
+    ) -> StoreResult<()> {
+        let key = id.to_string();
+        // Whoever stores without having loaded for update still takes the lock.
+        self.lock_doc(&key)?;
+        let hashes: Vec<Vec<u8>> = new_changes.iter().map(|c| c.hash().0.to_vec()).collect();
+        let mut known: HashSet<Vec<u8>> = self
+            .tx
+            .query(
+                "SELECT hash FROM changes WHERE doc_id = $1 AND hash = ANY($2)",
+                &[&key, &hashes],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for p in self.pending.iter().filter(|p| p.doc_id == key) {
+            known.extend(p.hashes.iter().cloned());
+        }
+        let mut pending = Pending {
+            doc_id: key.clone(),
+            hashes: Vec::new(),
+            actors: Vec::new(),
+            times: Vec::new(),
+            data: Vec::new(),
+            device: device.to_string(),
+        };
+        for c in new_changes {
+            let hash = c.hash().0.to_vec();
+            if known.insert(hash.clone()) {
+                pending.hashes.push(hash);
+                pending.actors.push(c.actor_id().to_hex_string());
+                pending.times.push(c.timestamp());
+                pending.data.push(c.raw_bytes().to_vec());
+            }
+        }
+        if pending.hashes.is_empty() {
+            return Ok(());
+        }
+        // Sequence columns are 0 until the changes are numbered (before any read of what
+        // changed and before commit): only this transaction sees the row meanwhile.
+        self.tx.execute(
+            "INSERT INTO docs (doc_id, kind, unit, course_id, snapshot, created_seq, updated_seq)
+             VALUES ($1, $2, $3, $4, $5, 0, 0)
+             ON CONFLICT (doc_id) DO UPDATE SET snapshot = excluded.snapshot",
+            &[&key, &id.kind.as_str(), &id.unit.to_string(), &id.course, &doc.save()],
+        )?;
+        write_projection(&mut self.tx, id, contents)?;
+        self.pending.push(pending);
+        Ok(())
+    }
+
+    fn refuse(&mut self, device: &str, doc: &str, reason: &str, data: &[u8]) -> StoreResult<()> {
+        self.tx.execute(
+            "INSERT INTO refusals (device_id, doc_id, reason, at, data) VALUES ($1, $2, $3, $4, $5)",
+            &[&device, &doc, &reason, &now(), &data],
+        )?;
+        Ok(())
+    }
+
+    fn changed_since(&mut self, units: &[String], cursor: i64) -> StoreResult<Vec<(String, i64, i64)>> {
+        self.number_pending()?;
+        // One statement, one snapshot: the counter it reads covers exactly the documents
+        // it returns (every number up to it is committed and visible, none above is).
+        let rows = self.tx.query(
+            "SELECT c.value, d.doc_id, d.created_seq, d.updated_seq
+             FROM seq_counter c LEFT JOIN docs d ON d.unit = ANY($1) AND d.updated_seq > $2
+             ORDER BY d.updated_seq",
+            &[&units, &cursor],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            self.seen_max.get_or_insert(row.get(0));
+            if let Some(doc) = row.get::<_, Option<String>>(1) {
+                out.push((doc, row.get(2), row.get(3)));
+            }
+        }
+        Ok(out)
+    }
+
+    fn changes_since(&mut self, id: &str, cursor: i64) -> StoreResult<Vec<u8>> {
+        let rows = self.tx.query(
+            "SELECT data FROM changes WHERE doc_id = $1 AND seq > $2 ORDER BY seq",
+            &[&id, &cursor],
+        )?;
+        let mut out = Vec::new();
+        for row in &rows {
+            out.extend_from_slice(row.get::<_, &[u8]>(0));
+        }
+        Ok(out)
+    }
+
+    fn max_seq(&mut self) -> StoreResult<i64> {
+        if let Some(seen) = self.seen_max {
+            return Ok(seen);
+        }
+        self.number_pending()?;
+        Ok(self.tx.query_one("SELECT value FROM seq_counter", &[])?.get(0))
+    }
+}
+
+/// Rewrites the projection rows of one document: `sync_core::projection::write` for
+/// PostgreSQL, with ethnicity (the server keeps it; it is never logged). Rows go in one
+/// statement per table (`UNNEST`), since an attendance part holds thousands of marks.
+fn write_projection(tx: &mut Transaction<'_>, id: &DocId, contents: &Contents) -> StoreResult<()> {
+    let key = id.to_string();
+    let unit = id.unit.to_string();
+    match contents {
+        Contents::Roster(cadres) => {
+            tx.execute("DELETE FROM p_cadres WHERE doc_id = $1", &[&key])?;
+            let ids: Vec<&str> = cadres.keys().map(String::as_str).collect();
+            let names: Vec<&str> = cadres.values().map(|c| c.name.as_str()).collect();
+            let genders: Vec<&str> = cadres.values().map(|c| c.gender.as_str()).collect();
+            let years: Vec<i32> = cadres.values().map(|c| i32::from(c.birth_year)).collect();
+            let ethnicity: Vec<Option<&str>> = cadres.values().map(|c| c.ethnicity.as_deref()).collect();
+            let category: Vec<Option<&str>> = cadres.values().map(|c| c.category.map(|x| x.as_str())).collect();
+            let position: Vec<Option<&str>> = cadres.values().map(|c| c.position.as_deref()).collect();
+            let qualification: Vec<Option<&str>> = cadres.values().map(|c| c.qualification.as_deref()).collect();
+            let theory: Vec<Option<&str>> = cadres.values().map(|c| c.theory_level.map(|x| x.as_str())).collect();
+            tx.execute(
+                "INSERT INTO p_cadres
+                   (id, unit, name, gender, birth_year, ethnicity, category, position, qualification, theory_level, doc_id)
+                 SELECT i, $2::TEXT, n, g, y, e, c, p, q, t, $1::TEXT
+                 FROM UNNEST($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::INTEGER[], $7::TEXT[], $8::TEXT[], $9::TEXT[],
+                             $10::TEXT[], $11::TEXT[]) AS u(i, n, g, y, e, c, p, q, t)
+                 ON CONFLICT (id) DO UPDATE SET unit = excluded.unit, name = excluded.name, gender = excluded.gender,
+                   birth_year = excluded.birth_year, ethnicity = excluded.ethnicity, category = excluded.category,
+                   position = excluded.position, qualification = excluded.qualification,
+                   theory_level = excluded.theory_level, doc_id = excluded.doc_id",
+                &[
+                    &key,
+                    &unit,
+                    &ids,
+                    &names,
+                    &genders,
+                    &years,
+                    &ethnicity,
+                    &category,
+                    &position,
+                    &qualification,
+                    &theory,
+                ],
+            )?;
+        }
+        Contents::Course(course) => {
+            let Some(cid) = &id.course else { return Ok(()) };
+            if let Some(m) = &course.meta {
+                tx.execute(
+                    "INSERT INTO p_courses (id, unit, title, min_ratio, excused_counts, planned, start_date, end_date, doc_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (id) DO UPDATE SET unit = excluded.unit, title = excluded.title,
+                       min_ratio = excluded.min_ratio, excused_counts = excluded.excused_counts,
+                       planned = excluded.planned, start_date = excluded.start_date, end_date = excluded.end_date,
+                       doc_id = excluded.doc_id",
+                    &[
+                        cid,
+                        &unit,
+                        &m.title,
+                        &m.min_ratio,
+                        &m.excused_counts,
+                        &(m.planned_trainees.min(i32::MAX as u32) as i32),
+                        &m.start_date,
+                        &m.end_date,
+                        &key,
+                    ],
+                )?;
+            }
+            tx.execute("DELETE FROM p_sessions WHERE course_id = $1", &[cid])?;
+            tx.execute("DELETE FROM p_enrolments WHERE course_id = $1", &[cid])?;
+            let ids: Vec<&str> = course.sessions.keys().map(String::as_str).collect();
+            let dates: Vec<&str> = course.sessions.values().map(|s| s.date.as_str()).collect();
+            let half: Vec<Option<&str>> = course
+                .sessions
+                .values()
+                .map(|s| s.half_day.map(|h| h.as_str()))
+                .collect();
+            let periods: Vec<Option<i32>> = course.sessions.values().map(|s| s.periods.map(i32::from)).collect();
+            let topics: Vec<Option<&str>> = course.sessions.values().map(|s| s.topic.as_deref()).collect();
+            let parts: Vec<i32> = course
+                .sessions
+                .values()
+                .map(|s| i32::try_from(s.part).unwrap_or(i32::MAX))
+                .collect();
+            tx.execute(
+                "INSERT INTO p_sessions (course_id, id, date, half_day, periods, topic, part)
+                 SELECT $1::TEXT, i, d, h, p, t, n
+                 FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::INTEGER[], $6::TEXT[], $7::INTEGER[])
+                   AS u(i, d, h, p, t, n)",
+                &[cid, &ids, &dates, &half, &periods, &topics, &parts],
+            )?;
+            let cadres: Vec<&str> = course.enrolments.keys().map(String::as_str).collect();
+            tx.execute(
+                "INSERT INTO p_enrolments (course_id, cadre_id) SELECT $1::TEXT, c FROM UNNEST($2::TEXT[]) AS u(c)",
+                &[cid, &cadres],
+            )?;
+            tx.execute("DELETE FROM p_evaluations WHERE course_id = $1", &[cid])?;
+            for ((cadre, slot), v) in &course.evaluations {
+                tx.execute(
+                    "INSERT INTO p_evaluations (course_id, cadre_id, slot, kind, period, score, passed, pass)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        cid,
+                        cadre,
+                        slot,
+                        &v.kind.as_str(),
+                        &v.period,
+                        &v.score,
+                        &v.passed,
+                        &v.is_pass(),
+                    ],
+                )?;
+            }
+        }
+        Contents::Attendance(marks) => {
+            let Some(cid) = &id.course else { return Ok(()) };
+            tx.execute("DELETE FROM p_marks WHERE doc_id = $1", &[&key])?;
+            let mut sessions = Vec::new();
+            let mut cadres = Vec::new();
+            let mut statuses = Vec::new();
+            let mut notes = Vec::new();
+            let mut conflicts = Vec::new();
+            let mut devices = Vec::new();
+            let mut times = Vec::new();
+            for m in marks {
+                let Some(cur) = m.current() else { continue };
+                let conflict = m.conflict_statuses();
+                sessions.push(m.session.as_str());
+                cadres.push(m.cadre.as_str());
+                statuses.push(cur.status.as_str());
+                notes.push(cur.note.as_deref());
+                conflicts.push(
+                    (!conflict.is_empty()).then(|| conflict.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")),
+                );
+                devices.push(cur.device.as_str());
+                times.push(cur.at);
+            }
+            tx.execute(
+                "INSERT INTO p_marks (course_id, session_id, cadre_id, status, note, conflict, device_id, recorded_at, doc_id)
+                 SELECT $1::TEXT, s, c, st, n, cf, d, t, $2::TEXT
+                 FROM UNNEST($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[])
+                   AS u(s, c, st, n, cf, d, t)
+                 ON CONFLICT (course_id, session_id, cadre_id) DO UPDATE SET status = excluded.status,
+                   note = excluded.note, conflict = excluded.conflict, device_id = excluded.device_id,
+                   recorded_at = excluded.recorded_at, doc_id = excluded.doc_id",
+                &[cid, &key, &sessions, &cadres, &statuses, &notes, &conflicts, &devices, &times],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn device_row(r: &postgres::Row) -> DeviceRow {
+    DeviceRow {
+        id: r.get(0),
+        unit: r.get(1),
+        actor: r.get(2),
+        app_version: r.get(3),
+        created_at: r.get(4),
+        revoked_at: r.get(5),
+        last_sync_at: r.get(6),
+        pending_reported: r.get(7),
+        bytes_up: r.get(8),
+        bytes_down: r.get(9),
+        last_cursor: r.get(10),
+    }
+}
+
+const DEVICE_COLS: &str =
+    "id, unit, actor, app_version, created_at, revoked_at, last_sync_at, pending_reported, bytes_up, bytes_down, last_cursor";
+
+impl Store for PgStore {
+    fn create_enroll_code(&self, unit: &str, code_hash: &str, expires_at: i64) -> StoreResult<()> {
+        self.client()?.execute(
+            "INSERT INTO enroll_codes (code_hash, unit, expires_at) VALUES ($1, $2, $3)",
+            &[&code_hash, &unit, &expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn redeem_enroll_code(
+        &self,
+        code_hash: &str,
+        device_id: &str,
+        actor: &str,
+        app_version: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Result<String, RedeemError>> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        // The row lock makes a code one-time across nodes: a second redeemer waits, then
+        // sees it used.
+        let Some(row) = tx.query_opt(
+            "SELECT unit FROM enroll_codes WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 FOR UPDATE",
+            &[&code_hash, &now],
+        )?
+        else {
+            return Ok(Err(RedeemError::BadCode));
+        };
+        let unit: String = row.get(0);
+        let exists: bool = tx
+            .query_one(
+                "SELECT EXISTS(SELECT 1 FROM devices WHERE id = $1 OR actor = $2)",
+                &[&device_id, &actor],
+            )?
+            .get(0);
+        if exists {
+            return Ok(Err(RedeemError::DeviceExists));
+        }
+        let inserted = tx.execute(
+            "INSERT INTO devices (id, unit, actor, token_hash, app_version, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&device_id, &unit, &actor, &token_hash, &app_version, &now],
+        );
+        match inserted {
+            Ok(_) => {}
+            // Another node enrolled the same device id or actor with another code just now.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(Err(RedeemError::DeviceExists)),
+            Err(e) => return Err(e.into()),
+        }
+        tx.execute(
+            "UPDATE enroll_codes SET used_at = $2, device_id = $3 WHERE code_hash = $1",
+            &[&code_hash, &now, &device_id],
+        )?;
+        tx.commit()?;
+        Ok(Ok(unit))
+    }
+
+    fn device_by_token(&self, token_hash: &str) -> StoreResult<Option<DeviceRow>> {
+        Ok(self
+            .client()?
+            .query_opt(
+                &format!("SELECT {DEVICE_COLS} FROM devices WHERE token_hash = $1"),
+                &[&token_hash],
+            )?
+            .map(|r| device_row(&r)))
+    }
+
+    fn device_by_id(&self, device_id: &str) -> StoreResult<Option<(DeviceRow, String)>> {
+        Ok(self
+            .client()?
+            .query_opt(
+                &format!("SELECT {DEVICE_COLS}, token_hash FROM devices WHERE id = $1"),
+                &[&device_id],
+            )?
+            .map(|r| (device_row(&r), r.get(11))))
+    }
+
+    fn set_device_cursor(&self, device_id: &str, cursor: i64) -> StoreResult<()> {
+        self.client()?.execute(
+            "UPDATE devices SET last_cursor = GREATEST(last_cursor, $2) WHERE id = $1",
+            &[&device_id, &cursor],
+        )?;
+        Ok(())
+    }
+
+    fn revoke_device(&self, device_id: &str, now: i64) -> StoreResult<bool> {
+        let n = self.client()?.execute(
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+            &[&device_id, &now],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn devices(&self) -> StoreResult<Vec<DeviceRow>> {
+        Ok(self
+            .client()?
+            .query(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY unit, id"), &[])?
+            .iter()
+            .map(device_row)
+            .collect())
+    }
+
+    fn record_contact(
+        &self,
+        device_id: &str,
+        now: i64,
+        pending: i64,
+        app_version: &str,
+        bytes_up: i64,
+        bytes_down: i64,
+    ) -> StoreResult<()> {
+        self.client()?.execute(
+            "UPDATE devices SET last_sync_at = $2, pending_reported = $3, app_version = $4,
+               bytes_up = bytes_up + $5, bytes_down = bytes_down + $6 WHERE id = $1",
+            &[&device_id, &now, &pending, &app_version, &bytes_up, &bytes_down],
+        )?;
+        Ok(())
+    }
+
+    fn write(&self, f: &mut dyn FnMut(&mut dyn DocTx) -> StoreResult<()>) -> StoreResult<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut client = self.client()?;
+            let result = (|| -> StoreResult<()> {
+                let tx = client.transaction()?;
+                let mut t = PgTx {
+                    tx,
+                    locked: HashSet::new(),
+                    pending: Vec::new(),
+                    seen_max: None,
+                };
+                f(&mut t)?;
+                t.number_pending()?;
+                t.tx.commit()?;
+                Ok(())
+            })();
+            match result {
+                Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                    tracing::debug!(attempt, "store transaction lost a lock race; running it again");
+                    std::thread::sleep(Duration::from_millis(rand::random_range(1..=10 * u64::from(attempt))));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn course_rows(&self, course_id: &str) -> StoreResult<Option<CourseRows>> {
+        let mut client = self.client()?;
+        // One snapshot for the four reads, as a report must not mix two states.
+        let mut tx = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .start()?;
+        let Some(head) = tx.query_opt(
+            "SELECT unit, title, min_ratio, excused_counts FROM p_courses WHERE id = $1",
+            &[&course_id],
+        )?
+        else {
+            return Ok(None);
+        };
+        let sessions = tx
+            .query(
+                "SELECT id, date, half_day, periods, topic FROM p_sessions WHERE course_id = $1",
+                &[&course_id],
+            )?
+            .iter()
+            .map(|r| SessionRow {
+                id: r.get(0),
+                date: r.get(1),
+                half_day: r.get(2),
+                periods: r.get::<_, Option<i32>>(3).and_then(|p| u16::try_from(p).ok()),
+                topic: r.get(4),
+            })
+            .collect();
+        let trainees = tx
+            .query(
+                "SELECT e.cadre_id, c.name FROM p_enrolments e LEFT JOIN p_cadres c ON c.id = e.cadre_id
+                 WHERE e.course_id = $1",
+                &[&course_id],
+            )?
+            .iter()
+            .map(|r| TraineeRow {
+                id: r.get(0),
+                name: r.get(1),
+            })
+            .collect();
+        let marks = tx
+            .query(
+                "SELECT session_id, cadre_id, status, note, conflict FROM p_marks WHERE course_id = $1",
+                &[&course_id],
+            )?
+            .iter()
+            .filter_map(|r| {
+                MarkInput::from_row(
+                    r.get(0),
+                    r.get(1),
+                    r.get::<_, &str>(2),
+                    r.get(3),
+                    r.get::<_, Option<&str>>(4),
+                )
+            })
+            .collect();
+        let evaluations = tx
+            .query(
+                "SELECT cadre_id, slot, kind, period, score, passed, pass FROM p_evaluations WHERE course_id = $1",
+                &[&course_id],
+            )?
+            .iter()
+            .map(|r| EvaluationRow {
+                cadre: r.get(0),
+                slot: r.get(1),
+                kind: r.get(2),
+                period: r.get(3),
+                score: r.get(4),
+                passed: r.get(5),
+                pass: r.get(6),
+            })
+            .collect();
+        tx.commit()?;
+        Ok(Some(CourseRows {
+            evaluations,
+            id: course_id.to_string(),
+            unit: head.get(0),
+            title: head.get(1),
+            min_ratio: head.get(2),
+            excused_counts: head.get(3),
+            sessions,
+            trainees,
+            marks,
+        }))
+    }
+
+    fn courses(&self) -> StoreResult<Vec<CourseListRow>> {
+        Ok(self
+            .client()?
+            .query(
+                "SELECT c.id, c.unit, c.title,
+                   (SELECT COUNT(*) FROM p_sessions s WHERE s.course_id = c.id),
+                   (SELECT COUNT(*) FROM p_enrolments e WHERE e.course_id = c.id),
+                   (SELECT COUNT(*) FROM p_marks m WHERE m.course_id = c.id),
+                   (SELECT COUNT(*) FROM p_marks m WHERE m.course_id = c.id AND m.conflict IS NOT NULL)
+                 FROM p_courses c ORDER BY c.unit, c.title",
+                &[],
+            )?
+            .iter()
+            .map(|r| CourseListRow {
+                id: r.get(0),
+                unit: r.get(1),
+                title: r.get(2),
+                sessions: r.get(3),
+                trainees: r.get(4),
+                marks: r.get(5),
+                conflicts: r.get(6),
+            })
+            .collect())
+    }
+
+    fn refusals(&self) -> StoreResult<Vec<RefusalRow>> {
+        Ok(self
+            .client()?
+            .query(
+                "SELECT id, device_id, doc_id, reason, at FROM refusals ORDER BY id DESC LIMIT 500",
+                &[],
+            )?
+            .iter()
+            .map(|r| RefusalRow {
+                id: r.get(0),
+                device_id: r.get(1),
+                doc_id: r.get(2),
+                reason: r.get(3),
+                at: r.get(4),
+            })
+            .collect())
+    }
+
+    fn counts(&self) -> StoreResult<Vec<(String, i64)>> {
+        let mut client = self.client()?;
+        let mut out = Vec::new();
+        for (name, sql) in [
+            ("devices", "SELECT COUNT(*) FROM devices"),
+            ("cadres", "SELECT COUNT(*) FROM p_cadres"),
+            ("courses", "SELECT COUNT(*) FROM p_courses"),
+            ("marks", "SELECT COUNT(*) FROM p_marks"),
+            ("conflicts", "SELECT COUNT(*) FROM p_marks WHERE conflict IS NOT NULL"),
+            ("changes", "SELECT COUNT(*) FROM changes"),
+        ] {
+            out.push((name.to_string(), client.query_one(sql, &[])?.get(0)));
+        }
+        Ok(out)
+    }
+}
