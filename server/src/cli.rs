@@ -41,6 +41,12 @@ enum Command {
         /// Fill an empty store with demo data (communes of the former Nậm Nhùn district).
         #[arg(long)]
         demo: bool,
+        /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Issues a one-time enrolment code for a unit; the last line of output is the code.
     EnrollCode {
@@ -146,7 +152,13 @@ pub mod anyhow_like {
 
 pub fn run(cli: Cli) -> anyhow_like::Result<()> {
     match cli.command {
-        Command::Serve { data, listen, demo } => serve(&data.data, listen, demo),
+        Command::Serve {
+            data,
+            listen,
+            demo,
+            tls_cert,
+            tls_key,
+        } => serve(&data.data, listen, demo, tls_cert.zip(tls_key)),
         Command::EnrollCode { data, unit, valid_days } => {
             let unit = UnitTree::reference().resolve(&unit)?;
             if !(1..=90).contains(&valid_days) {
@@ -302,19 +314,28 @@ pub fn print_course(r: &CourseReport) {
     }
 }
 
-fn serve(data: &Path, listen: SocketAddr, demo: bool) -> anyhow_like::Result<()> {
+fn serve(data: &Path, listen: SocketAddr, demo: bool, tls: Option<(PathBuf, PathBuf)>) -> anyhow_like::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Checked before the store is touched: a bad certificate path fails at once.
+    let tls = match &tls {
+        Some((cert, key)) => Some(rt.block_on(crate::tls::load(cert, key))?),
+        None => None,
+    };
     let store = open(data)?;
     if demo && crate::demo::seed(&store)? {
         tracing::info!("demo data created");
     }
     let store: Arc<dyn Store> = Arc::new(store);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // Whoever started us may have closed our stdout: a status line is not worth a panic.
-        say(&format!("diemdanh-server listening on http://{addr}"));
-        crate::serve_until(listener, store, shutdown_signal()).await?;
+        say(&format!("diemdanh-server listening on {scheme}://{addr}"));
+        match tls {
+            Some(config) => crate::tls::serve_tls_until(listener, store, config, shutdown_signal()).await?,
+            None => crate::serve_until(listener, store, shutdown_signal()).await?,
+        }
         say("diemdanh-server stopped");
         Ok(())
     })

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod sqlite;
 pub mod store;
 pub mod sync;
+pub mod tls;
 pub mod web;
 
 use std::future::Future;

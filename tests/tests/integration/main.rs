@@ -10,3 +10,4 @@ mod netem;
 mod scope_and_refusals;
 mod simulation;
 mod sync_and_conflicts;
+mod tls;
