@@ -94,8 +94,11 @@ pub fn enroll_json(data: &[u8]) {
     }
 }
 
+/// A fuzz target: any bytes in, a panic only on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the fixture replay and the property tests.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("sync_request", sync_request),
     ("sync_response", sync_response),
     ("bundle", bundle),
