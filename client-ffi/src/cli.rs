@@ -1,6 +1,7 @@
 //! The field command line: a device in a terminal. Every command that prints data
 //! takes `--json`; everything but `enroll` and `sync` works with no server reachable.
 //! Exit codes: 0 done, 1 refused or failed, 3 the server could not be reached.
+//! An encrypted store (feature `sqlcipher`) takes its key from `DIEMDANH_DB_KEY`.
 
 use std::path::PathBuf;
 
@@ -41,6 +42,10 @@ enum Command {
         server: String,
         #[arg(long)]
         code: String,
+        /// PEM certificate of the private CA the server's certificate comes from (a
+        /// district server); remembered, and trusted by every later sync.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
     },
     /// Device id, unit, pending changes, last sync, refused batches.
     Status(Json),
@@ -419,20 +424,31 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-fn transport(device: &Device, server: Option<&str>) -> Result<HttpTransport, Error> {
-    let url = match server {
-        Some(s) => s.to_string(),
-        None => device.server_url()?,
-    };
-    HttpTransport::new(&url).map_err(Error::invalid)
+fn transport(device: &Device) -> Result<HttpTransport, Error> {
+    HttpTransport::with_ca(&device.server_url()?, device.ca_cert()?.as_deref()).map_err(Error::invalid)
 }
 
+/// The device database's key, from the environment only: a flag would land in shell
+/// history and in `ps`. Unset (or empty) means an unencrypted store.
+pub const DB_KEY_ENV: &str = "DIEMDANH_DB_KEY";
+
 fn execute(cli: Cli) -> Result<(), Error> {
-    let mut device = Device::open(&cli.home)?;
+    let key = std::env::var(DB_KEY_ENV).ok().filter(|k| !k.is_empty());
+    let mut device = Device::open_with_key(&cli.home, key.as_deref())?;
     match cli.command {
-        Command::Enroll { server, code } => {
-            let mut t = transport(&device, Some(&server))?;
-            let resp = device.enroll(&mut t, &server, &code)?;
+        Command::Enroll { server, code, ca_cert } => {
+            let ca = match &ca_cert {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    Error::invalid(format!(
+                        "cannot read the CA certificate {}: {}",
+                        path.display(),
+                        e.kind()
+                    ))
+                })?),
+                None => None,
+            };
+            let mut t = HttpTransport::with_ca(&server, ca.as_deref()).map_err(Error::invalid)?;
+            let resp = device.enroll_trusting(&mut t, &server, &code, ca.as_deref())?;
             println!("enrolled device {} for unit {}", resp.device_id, resp.unit);
         }
         Command::Status(j) => {
@@ -606,7 +622,7 @@ fn execute(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Sync { retries, json: j } => {
-            let mut t = transport(&device, None)?;
+            let mut t = transport(&device)?;
             device.set_retry(sync_core::device::RetryPolicy {
                 retries,
                 ..Default::default()

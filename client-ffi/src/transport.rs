@@ -2,6 +2,10 @@
 //! ureq on rustls, one agent per device so connections are reused across the requests
 //! of a sync. Timeouts are generous because EDGE links are slow, not dead.
 //!
+//! A district server may use a certificate from its own private CA: the device then
+//! trusts exactly that CA ([`HttpTransport::with_ca`], the PEM given at enrolment and
+//! remembered in the device store), instead of the public web roots.
+//!
 //! A failed exchange is described in a few plain words ([`describe`]): the person
 //! holding the tablet and the app both read that text, so it carries no driver dump.
 
@@ -25,22 +29,37 @@ impl std::fmt::Debug for HttpTransport {
 
 impl HttpTransport {
     pub fn new(base: &str) -> Result<HttpTransport, String> {
+        HttpTransport::with_ca(base, None)
+    }
+
+    /// A transport that trusts only the CA certificate(s) in `ca_pem` for https://
+    /// servers (the public web roots when `None`).
+    pub fn with_ca(base: &str, ca_pem: Option<&str>) -> Result<HttpTransport, String> {
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(format!("server URL `{base}` must start with http:// or https://"));
         }
         // No `user-agent`, `accept` or `accept-encoding`: 60 bytes on every request that
         // serve nothing here (the bodies are compressed already, and versioned).
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .user_agent(ureq::config::AutoHeaderValue::None)
             .accept(ureq::config::AutoHeaderValue::None)
             .accept_encoding(ureq::config::AutoHeaderValue::None)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(20)))
-            .timeout_global(Some(Duration::from_secs(300)))
-            .build()
-            .into();
-        Ok(HttpTransport { base, agent })
+            .timeout_global(Some(Duration::from_secs(300)));
+        if let Some(pem) = ca_pem {
+            let roots = ca_certificates(pem)?;
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                    .build(),
+            );
+        }
+        Ok(HttpTransport {
+            base,
+            agent: config.build().into(),
+        })
     }
 }
 
@@ -67,6 +86,22 @@ impl Transport for HttpTransport {
     }
 }
 
+/// The certificates of a PEM text: at least one, each one parsed.
+pub fn ca_certificates(pem: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem.as_bytes()) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(_) => return Err("the CA certificate is not valid PEM".into()),
+        }
+    }
+    if certs.is_empty() {
+        return Err("the CA file holds no certificate (expected a `-----BEGIN CERTIFICATE-----` block)".into());
+    }
+    Ok(certs)
+}
+
 /// Why nothing (or only part of a reply) came back, in plain words.
 pub fn describe(e: &ureq::Error) -> String {
     use ureq::Error as E;
@@ -74,6 +109,14 @@ pub fn describe(e: &ureq::Error) -> String {
         E::Timeout(t) => format!("the connection timed out ({t})"),
         E::HostNotFound => "the server's address was not found (no network, or a wrong URL)".into(),
         E::ConnectionFailed => "the connection to the server failed".into(),
+        // rustls reports a refused handshake (a certificate from a CA this device does
+        // not trust, a wrong name) as invalid data on the stream.
+        E::Io(io) if io.kind() == std::io::ErrorKind::InvalidData && io.to_string().contains("certificate") => {
+            "the secure connection (TLS) to the server failed: its certificate is not trusted by this device (check the CA certificate given at enrolment)".into()
+        }
+        E::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            "the secure connection (TLS) to the server failed, or its reply was not valid".into()
+        }
         E::Io(io) => format!("the connection failed: {}", io.kind()),
         E::Tls(_) => "the secure connection (TLS) to the server failed".into(),
         E::BodyExceedsLimit(n) => format!("the server's reply is larger than {n} bytes"),
@@ -96,6 +139,12 @@ mod tests {
             .post("/x", "application/json", None, vec![])
             .expect_err("nothing listens");
         assert_eq!(err, "the connection failed: connection refused");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_plainly() {
+        let err = HttpTransport::with_ca("https://127.0.0.1:1", Some("not a certificate")).expect_err("no cert");
+        assert!(err.contains("holds no certificate"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Limits {
     /// Enrolment attempts per minute, whole node: codes are 128-bit, so this only keeps
     /// a guesser from costing us.
     pub enroll_per_minute: u32,
+    /// Longest a request may take, body upload included (408 past it): a sync batch
+    /// is bounded, so only a stalled or deliberately slow client reaches it.
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -46,6 +49,7 @@ impl Default for Limits {
             sync_per_second: 10,
             sync_burst: 60,
             enroll_per_minute: 60,
+            request_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -91,10 +95,38 @@ pub fn app_with(store: SharedStore, limits: Limits) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(120),
+            limits.request_timeout,
         ))
+        .layer(axum::middleware::map_response(json_limit_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The body-size and time limits are tower layers that answer with an empty or plain
+/// text body; give those answers the JSON body every other 4xx has.
+async fn json_limit_errors(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return resp;
+    }
+    match resp.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes; send smaller batches"),
+        )
+        .into_response(),
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took too long to arrive or to answer; nothing of it was applied if it did not finish, try again",
+        )
+        .into_response(),
+        _ => resp,
+    }
 }
 
 #[derive(Debug)]
@@ -148,11 +180,22 @@ impl ApiError {
     }
 }
 
+/// How tokens and enrolment codes are kept: only their SHA-256, never the secret.
+///
+/// Why a plain hash and an indexed lookup, not a salted slow hash and `subtle`'s
+/// constant-time compare: both secrets are at least 128 random bits from the OS CSPRNG
+/// (a token 128, a code 130), so no dictionary or brute force applies and a salt or
+/// stretching would add nothing. The lookup compares the hash of what the client sent
+/// with stored hashes; a timing difference can at most reveal how many leading bytes of
+/// that *hash* match a stored one, and turning that into a token would need a SHA-256
+/// preimage. So the comparison is not timing-sensitive. (Bundle seals, which are compared
+/// against a computed MAC, use `Mac::verify_slice`, constant time.)
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// 128 bits from the OS CSPRNG, as Crockford base32 in groups of five.
+/// 130 random bits (26 symbols of Crockford base32, in groups of five) from `rand::rng()`,
+/// a CSPRNG (ChaCha12) seeded from the OS and reseeded as it goes.
 pub fn new_code() -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let mut bytes = [0u8; 17];

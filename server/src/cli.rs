@@ -53,6 +53,12 @@ enum Command {
         /// `province` (every commune of Lai Châu, same shape).
         #[arg(long, default_value = "district", value_parser = ["district", "province"])]
         demo_scale: String,
+        /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Issues a one-time enrolment code for a unit; the last line of output is the code.
     EnrollCode {
@@ -297,6 +303,8 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             listen,
             demo,
             demo_scale,
+            tls_cert,
+            tls_key,
         } => {
             let scale = match demo_scale.as_str() {
                 "district" => crate::demo::Scale::District,
@@ -307,7 +315,7 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                     )))
                 }
             };
-            serve(&data, listen, demo.then_some(scale))
+            serve(&data, listen, demo.then_some(scale), tls_cert.zip(tls_key))
         }
         Command::EnrollCode { data, unit, valid_days } => {
             let unit = UnitTree::reference().resolve(&unit)?;
@@ -619,7 +627,18 @@ pub fn print_course(r: &CourseReport) {
     }
 }
 
-fn serve(data: &DataArg, listen: SocketAddr, demo: Option<crate::demo::Scale>) -> anyhow_like::Result<()> {
+fn serve(
+    data: &DataArg,
+    listen: SocketAddr,
+    demo: Option<crate::demo::Scale>,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> anyhow_like::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Checked before the store is touched: a bad certificate path fails at once.
+    let tls = match &tls {
+        Some((cert, key)) => Some(rt.block_on(crate::tls::load(cert, key))?),
+        None => None,
+    };
     let store = open(data)?;
     let mut demo_login = None;
     if let Some(scale) = demo {
@@ -639,12 +658,12 @@ fn serve(data: &DataArg, listen: SocketAddr, demo: Option<crate::demo::Scale>) -
     }
     // This handle outlives the runtime: a PostgreSQL pool is dropped outside async code.
     let keep = store.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // Whoever started us may have closed our stdout: a status line is not worth a panic.
-        say(&format!("diemdanh-server listening on http://{addr}"));
+        say(&format!("diemdanh-server listening on {scheme}://{addr}"));
         if let Some((unit, password)) = &demo_login {
             say(&format!(
                 "demo sign-in: account {} password {password} (sees {unit}, {})",
@@ -652,7 +671,10 @@ fn serve(data: &DataArg, listen: SocketAddr, demo: Option<crate::demo::Scale>) -
                 unit_label(unit)
             ));
         }
-        crate::serve_until(listener, store, shutdown_signal()).await?;
+        match tls {
+            Some(config) => crate::tls::serve_tls_until(listener, store, config, shutdown_signal()).await?,
+            None => crate::serve_until(listener, store, shutdown_signal()).await?,
+        }
         say("diemdanh-server stopped");
         Ok::<_, anyhow_like::Error>(())
     });

@@ -13,6 +13,7 @@ pub mod roster;
 pub mod sqlite;
 pub mod store;
 pub mod sync;
+pub mod tls;
 pub mod web;
 
 use std::future::Future;

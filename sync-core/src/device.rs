@@ -235,9 +235,16 @@ impl Device {
     /// Opens (creating on first use) the device store in `home`. The first open makes
     /// the device's id and its automerge actor: one actor per install, never copied.
     pub fn open(home: &Path) -> Result<Device> {
+        Device::open_with_key(home, None)
+    }
+
+    /// `open`, with the store encrypted at rest under `key` (SQLCipher, feature
+    /// `sqlcipher`). The same key must be given at every open; a wrong one is
+    /// [`Error::WrongKey`] and changes nothing on disk.
+    pub fn open_with_key(home: &Path, key: Option<&str>) -> Result<Device> {
         std::fs::create_dir_all(home)
             .map_err(|e| Error::invalid(format!("cannot create home folder {}: {e}", home.display())))?;
-        let mut conn = store::open_connection(&home.join("device.sqlite"))?;
+        let mut conn = store::open_connection_with_key(&home.join("device.sqlite"), key)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let device_id = match store::get_meta(&tx, "device_id")? {
             Some(id) => id,
@@ -333,6 +340,19 @@ impl Device {
 
     /// Trades a one-time code for this device's credentials.
     pub fn enroll(&mut self, transport: &mut dyn Transport, server: &str, code: &str) -> Result<EnrollResponse> {
+        self.enroll_trusting(transport, server, code, None)
+    }
+
+    /// `enroll`, remembering in the same transaction the PEM of the private CA the
+    /// server's certificate comes from (district servers), which every later sync trusts.
+    /// The caller checks the PEM and builds `transport` with it.
+    pub fn enroll_trusting(
+        &mut self,
+        transport: &mut dyn Transport,
+        server: &str,
+        code: &str,
+        ca_pem: Option<&str>,
+    ) -> Result<EnrollResponse> {
         if self.meta("token")?.is_some() {
             return Err(Error::AlreadyEnrolled(self.device_id.clone()));
         }
@@ -355,12 +375,20 @@ impl Device {
         store::set_meta(&tx, "token", &resp.token)?;
         store::set_meta(&tx, "unit", &unit.to_string())?;
         store::set_meta(&tx, "server", server)?;
+        if let Some(pem) = ca_pem {
+            store::set_meta(&tx, "ca_cert", pem)?;
+        }
         tx.commit()?;
         Ok(resp)
     }
 
     pub fn server_url(&self) -> Result<String> {
         self.meta("server")?.ok_or(Error::NotEnrolled)
+    }
+
+    /// The private CA (PEM) this device trusts for its server, if enrolment named one.
+    pub fn ca_cert(&self) -> Result<Option<String>> {
+        self.meta("ca_cert")
     }
 
     /// Loads `id`, lets `edit` write into one automerge transaction, commits it with a

@@ -53,6 +53,14 @@ pub enum Error {
     /// driver's own text can quote SQL and values and never reaches a person.
     #[error("local storage failed: {}; the step that failed was not saved, everything saved before it is kept", storage_reason(.0))]
     Storage(#[from] rusqlite::Error),
+    /// The store file does not open with the key given (or none was given for an
+    /// encrypted store, or it is not a database at all).
+    #[error("{}", if *key_given {
+        "the device database cannot be opened with this key (a wrong key, or the file is not an encrypted diemdanh store)"
+    } else {
+        "the device database is not readable: it is encrypted (give its key) or it is not a diemdanh store"
+    })]
+    WrongKey { key_given: bool },
     #[error("a document stored on this device could not be read")]
     Document(#[from] automerge::AutomergeError),
     #[error("wire format: {0}")]

@@ -11,6 +11,8 @@ pub mod docs;
 pub mod error;
 pub mod export;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod model;
 pub mod projection;
 pub mod protocol;

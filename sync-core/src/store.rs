@@ -65,7 +65,47 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[
 ];
 
 pub fn open_connection(path: &Path) -> Result<Connection> {
+    open_connection_with_key(path, None)
+}
+
+/// Opens the store encrypted at rest with SQLCipher when `key` is given (feature
+/// `sqlcipher`; the key comes from the app, e.g. Android Keystore, or the CLI's
+/// `DIEMDANH_DB_KEY`). `PRAGMA key` must be the first statement on the connection, and
+/// SQLCipher only checks it on the first read: read once here, so a wrong key is
+/// [`Error::WrongKey`] at open rather than a storage failure later. The key is never
+/// logged nor put in an error.
+pub fn open_connection_with_key(path: &Path, key: Option<&str>) -> Result<Connection> {
+    if let Some(key) = key {
+        if !cfg!(feature = "sqlcipher") {
+            return Err(crate::Error::invalid(
+                "a database key was given but this build has no encryption (build with the `sqlcipher` feature)",
+            ));
+        }
+        if key.is_empty() {
+            return Err(crate::Error::invalid("the database key is empty"));
+        }
+    }
     let mut conn = Connection::open(path)?;
+    match key {
+        // 32 bytes in hex (what an app makes and keeps in its key store) are used as the
+        // raw key: no PBKDF2 run at every open (256,000 rounds, slow on a cheap tablet).
+        // Only hex digits reach the statement, so nothing can be injected.
+        Some(k) if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            conn.execute_batch(&format!("PRAGMA key = \"x'{k}'\";"))?;
+        }
+        // Anything else is a passphrase (the CLI's DIEMDANH_DB_KEY), bound as a quoted string.
+        Some(k) => conn.pragma_update(None, "key", k)?,
+        None => {}
+    }
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+        Ok(_) => {}
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+            return Err(crate::Error::WrongKey {
+                key_given: key.is_some(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    }
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;

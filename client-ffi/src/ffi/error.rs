@@ -79,6 +79,7 @@ impl From<Error> for FieldError {
             Error::Storage(e) => FieldError::Storage {
                 reason: storage_reason(&e).into(),
             },
+            Error::WrongKey { .. } => FieldError::Storage { reason: e.to_string() },
             Error::Document(_) => FieldError::Storage {
                 reason: "a document stored on this device could not be read".into(),
             },

@@ -78,9 +78,15 @@ impl FieldClient {
     }
 
     /// `enroll` over any transport (the tests use one with no network).
-    fn enroll_with(&self, transport: &mut dyn Transport, server_url: &str, code: &str) -> FieldResult<Enrollment> {
+    fn enroll_with(
+        &self,
+        transport: &mut dyn Transport,
+        server_url: &str,
+        code: &str,
+        ca_cert_pem: Option<&str>,
+    ) -> FieldResult<Enrollment> {
         self.with_device(|d| {
-            let resp = d.enroll(transport, server_url, code)?;
+            let resp = d.enroll_trusting(transport, server_url, code, ca_cert_pem)?;
             Ok(Enrollment {
                 device_id: resp.device_id,
                 unit: resp.unit,
@@ -88,17 +94,17 @@ impl FieldClient {
         })
     }
 
-    /// `sync` over the transport `connect` makes for the enrolled server's URL (the tests
-    /// use one with no network).
+    /// `sync` over the transport `connect` makes for the enrolled server's URL and the
+    /// private CA trusted at enrolment (the tests use one with no network).
     fn sync_with(
         &self,
         listener: Option<Arc<dyn SyncListener>>,
-        connect: impl FnOnce(&str) -> sync_core::Result<Box<dyn Transport>>,
+        connect: impl FnOnce(&str, Option<&str>) -> sync_core::Result<Box<dyn Transport>>,
     ) -> FieldResult<SyncReport> {
         let mut listener_failed = None;
         let result = self.with_device(|d| {
             self.cancel.store(false, Ordering::SeqCst);
-            let mut transport = connect(&d.server_url()?)?;
+            let mut transport = connect(&d.server_url()?, d.ca_cert()?.as_deref())?;
             let cancel = &self.cancel;
             let mut progress = |p: &dev::SyncProgress| {
                 let go_on = match listener.as_ref().map(|l| l.on_progress(p.into())) {
@@ -129,14 +135,17 @@ fn catch<T>(f: impl FnOnce() -> FieldResult<T>) -> FieldResult<T> {
 #[uniffi::export]
 impl FieldClient {
     /// Opens the device store in `home` (a folder in the app's private storage),
-    /// creating it and this install's device id on first use.
-    #[uniffi::constructor]
-    pub fn open(home: String) -> FieldResult<Arc<FieldClient>> {
+    /// creating it and this install's device id on first use. With `key`, the store is
+    /// encrypted at rest (SQLCipher; a library built with the `sqlcipher` feature): the
+    /// app keeps the key in the platform's key store and gives the same one at every
+    /// open; a wrong key is `FieldError.Storage` and changes nothing.
+    #[uniffi::constructor(default(key = None))]
+    pub fn open(home: String, key: Option<String>) -> FieldResult<Arc<FieldClient>> {
         catch(|| {
             if home.trim().is_empty() {
                 return Err(FieldError::invalid("the home folder must be given"));
             }
-            let device = Device::open(&PathBuf::from(home))?;
+            let device = Device::open_with_key(&PathBuf::from(home), key.as_deref())?;
             Ok(Arc::new(FieldClient {
                 device_id: device.device_id().to_string(),
                 device: Mutex::new(device),
@@ -151,9 +160,13 @@ impl FieldClient {
     }
 
     /// Trades a one-time code from the administrator for this device's credentials.
-    pub fn enroll(&self, server_url: String, code: String) -> FieldResult<Enrollment> {
-        let mut transport = HttpTransport::new(&server_url).map_err(FieldError::invalid)?;
-        self.enroll_with(&mut transport, &server_url, &code)
+    /// `ca_cert_pem`: the PEM certificate of the private CA a district server's
+    /// certificate comes from; remembered and trusted by every later sync (the public
+    /// web roots when absent).
+    #[uniffi::method(default(ca_cert_pem = None))]
+    pub fn enroll(&self, server_url: String, code: String, ca_cert_pem: Option<String>) -> FieldResult<Enrollment> {
+        let mut transport = HttpTransport::with_ca(&server_url, ca_cert_pem.as_deref()).map_err(FieldError::invalid)?;
+        self.enroll_with(&mut transport, &server_url, &code, ca_cert_pem.as_deref())
     }
 
     /// Device id, unit, pending changes, last sync and refused batches.
@@ -280,8 +293,8 @@ impl FieldClient {
     /// server refused are in the report (and in `status`), not an error.
     #[uniffi::method(default(listener = None))]
     pub fn sync(&self, listener: Option<Arc<dyn SyncListener>>) -> FieldResult<SyncReport> {
-        self.sync_with(listener, |url| {
-            Ok(Box::new(HttpTransport::new(url).map_err(Error::invalid)?))
+        self.sync_with(listener, |url, ca| {
+            Ok(Box::new(HttpTransport::with_ca(url, ca).map_err(Error::invalid)?))
         })
     }
 

@@ -50,7 +50,7 @@ impl Transport for FakeServer {
     }
 }
 
-fn fake(_: &str) -> sync_core::Result<Box<dyn Transport>> {
+fn fake(_: &str, _: Option<&str>) -> sync_core::Result<Box<dyn Transport>> {
     Ok(Box::new(FakeServer))
 }
 
@@ -76,13 +76,13 @@ fn listener<F: Fn(usize) -> FieldResult<bool> + Send + Sync + 'static>(answer: F
 }
 
 fn open(dir: &tempfile::TempDir) -> Arc<FieldClient> {
-    FieldClient::open(dir.path().join("home").to_string_lossy().into_owned()).expect("open")
+    FieldClient::open(dir.path().join("home").to_string_lossy().into_owned(), None).expect("open")
 }
 
 fn enrolled(dir: &tempfile::TempDir) -> Arc<FieldClient> {
     let client = open(dir);
     let e = client
-        .enroll_with(&mut FakeServer, "http://127.0.0.1:9", "code")
+        .enroll_with(&mut FakeServer, "http://127.0.0.1:9", "code", None)
         .expect("enrol");
     assert_eq!(e.unit, NAM_HANG);
     client
@@ -164,11 +164,11 @@ fn bad_input_is_invalid_input_and_names_no_person() {
         Err(FieldError::InvalidInput { .. })
     ));
     assert!(matches!(
-        client.enroll("ftp://example".into(), "code".into()),
+        client.enroll("ftp://example".into(), "code".into(), None),
         Err(FieldError::InvalidInput { .. })
     ));
     assert!(matches!(
-        FieldClient::open(" ".into()),
+        FieldClient::open(" ".into(), None),
         Err(FieldError::InvalidInput { .. })
     ));
 }
@@ -178,7 +178,7 @@ fn an_unreachable_server_is_offline() {
     let dir = tempfile::tempdir().expect("tmp");
     let client = open(&dir);
     // Nothing listens on port 1 of loopback.
-    match client.enroll("http://127.0.0.1:1".into(), "code".into()) {
+    match client.enroll("http://127.0.0.1:1".into(), "code".into(), None) {
         Err(FieldError::Offline { reason }) => assert!(reason.contains("connection"), "{reason}"),
         other => panic!("{other:?}"),
     }

@@ -13,3 +13,4 @@ mod scope_and_refusals;
 mod simulation;
 mod store_suite;
 mod sync_and_conflicts;
+mod tls;
