@@ -201,6 +201,7 @@ fn course(
         min_ratio: 0.8,
         excused_counts: false,
         planned_trainees: trainees.len().max(1) as u32,
+        programme: None,
     };
     let mut cdoc = Automerge::new().with_actor(actor.clone());
     let mut course = docs::CourseDoc {

@@ -7,6 +7,7 @@ pub mod certificates;
 pub mod cli;
 pub mod demo;
 pub mod roster;
+pub mod reports;
 pub mod sqlite;
 pub mod store;
 pub mod sync;

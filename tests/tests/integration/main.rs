@@ -8,6 +8,7 @@ mod common;
 mod crash_points;
 mod netem;
 mod rosters;
+mod reports;
 mod scope_and_refusals;
 mod simulation;
 mod sync_and_conflicts;
