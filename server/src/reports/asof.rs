@@ -86,3 +86,17 @@ pub fn describe(until: i64) -> String {
         .and_then(|t| t.format(&fmt).ok())
         .unwrap_or_else(|| until.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_means_its_end_in_vietnam() {
+        // 2026-11-15 23:59:59 +07:00 = 2026-11-15 16:59:59 UTC.
+        assert_eq!(parse_as_of("2026-11-15").ok(), Some(1_794_761_999));
+        assert_eq!(parse_as_of("2026-11-15T23:59:59+07:00").ok(), Some(1_794_761_999));
+        assert_eq!(describe(1_794_761_999), "2026-11-15 23:59:59 +07:00");
+        assert!(parse_as_of("15/11/2026").is_err());
+    }
+}

@@ -488,7 +488,7 @@ fn a_report_as_of_a_past_date_shows_the_data_as_it_then_stood() {
     let data = s.server.data.to_str().expect("utf8").to_string();
     // Everything so far reached the server on 1 November 2026 (10:00 in Lai Châu).
     let conn = rusqlite::Connection::open(s.server.data.join("diemdanh.sqlite")).expect("open");
-    let nov_1 = 1_761_966_000; // 2026-11-01T03:00:00Z
+    let nov_1 = 1_793_502_000; // 2026-11-01T03:00:00Z
     conn.execute("UPDATE changes SET received_at = ?1", [nov_1])
         .expect("backdate");
     // Then Dình's absence at session 5 is corrected to present, and synced today.

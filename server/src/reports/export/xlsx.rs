@@ -72,3 +72,19 @@ fn write_inner(tables: &[Table]) -> Result<Vec<u8>, XlsxError> {
     }
     wb.save_to_buffer()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sheet_names_follow_excels_rules() {
+        let long = "Báo cáo tổng hợp kết quả bồi dưỡng cán bộ";
+        let a = sheet_name(long, &[]);
+        assert_eq!(a.chars().count(), 31);
+        let b = sheet_name(long, std::slice::from_ref(&a));
+        assert_ne!(a, b);
+        assert!(b.ends_with(" (2)") && b.chars().count() <= 31, "{b}");
+        assert_eq!(sheet_name("Năm 2026/2027: [x]", &[]), "Năm 2026-2027- -x-");
+    }
+}
