@@ -46,6 +46,7 @@ fn person(name: &str, gender: Gender, birth_year: u16, ethnicity: &str, category
         position: None,
         qualification: Some("Đại học".into()),
         theory_level: Some(TheoryLevel::TrungCap),
+        state_management: None,
     }
 }
 
