@@ -237,6 +237,11 @@ enum CourseCommand {
         excused_counts: bool,
         #[arg(long, default_value_t = 100)]
         planned_trainees: u32,
+        /// Programme type for the annual report: ly_luan_chinh_tri, quan_ly_nha_nuoc,
+        /// chuyen_mon_nghiep_vu, kien_thuc_ky_nang, quoc_phong_an_ninh, ngoai_ngu_tin_hoc,
+        /// tieng_dan_toc or khac (the default when none is given).
+        #[arg(long)]
+        programme: Option<sync_core::model::Programme>,
         #[arg(long)]
         topic: Option<String>,
         #[arg(long)]
@@ -519,6 +524,7 @@ fn execute(cli: Cli) -> Result<(), Error> {
                     min_ratio,
                     excused_counts,
                     planned_trainees,
+                    programme,
                     topic,
                     organiser,
                     form,
@@ -537,6 +543,7 @@ fn execute(cli: Cli) -> Result<(), Error> {
                 min_ratio,
                 excused_counts,
                 planned_trainees,
+                programme,
             };
             let sessions = sessions
                 .into_iter()

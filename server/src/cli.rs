@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use sync_core::report::CourseReport;
 use sync_core::units::UnitTree;
 
+use crate::reports::{self, export::Format, Tabular};
+
 use crate::api::{canonical_code, hash_secret, new_code, now};
 use crate::pg::PgStore;
 use crate::sqlite::SqliteStore;
@@ -253,9 +255,54 @@ enum ReportCommand {
         course_id: String,
         #[command(flatten)]
         data: DataArg,
+        /// Print the report as JSON (as `--format json` with no `--out`).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
+    /// A unit's subtree (province, district or commune; 2025 or legacy scheme) over a
+    /// period: courses held, trainees, attendance, completions, with breakdowns.
+    Unit {
+        /// The unit, as `2025:CODE` or `legacy:CODE`.
+        unit: String,
+        /// First day of the period, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// Last day of the period, YYYY-MM-DD (included).
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        data: DataArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// The annual training report of a unit: learner-places by programme type, of which
+    /// women and ethnic minorities.
+    Annual {
+        unit: String,
+        #[arg(long)]
+        year: i32,
+        #[command(flatten)]
+        data: DataArg,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct OutputArgs {
+    /// xlsx, csv or json. Without it a short text summary is printed.
+    #[arg(long)]
+    format: Option<String>,
+    /// The file to write (needed for xlsx and csv; json goes to stdout without it). A
+    /// CSV export writes one file per table: FILE, then FILE-STEM-TABLE.csv beside it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Compute the report as the data stood then: YYYY-MM-DD (the end of that day,
+    /// Vietnam time) or an RFC 3339 time.
+    #[arg(long)]
+    as_of: Option<String>,
 }
 
 /// Opens the store the arguments name: PostgreSQL with `--database`, else the SQLite
@@ -551,20 +598,165 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
             Ok(())
         }
         Command::Report {
-            command: ReportCommand::Course { course_id, data, json },
+            command:
+                ReportCommand::Course {
+                    course_id,
+                    data,
+                    json,
+                    mut output,
+                },
         } => {
-            let store = open(&data)?;
-            let rows = store
-                .course_rows(&course_id)?
-                .ok_or_else(|| anyhow_like::Error(format!("course {course_id} is not on this server")))?;
-            let report = CourseReport::assemble(rows);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_course(&report);
+            if json && output.format.is_none() {
+                output.format = Some("json".into());
             }
-            Ok(())
+            let format = output.format()?;
+            let base = open(&data)?;
+            let (store, as_of) = output.store(&*base)?;
+            let mut sheet = reports::course::build(store.get(&*base), &course_id)?;
+            sheet.as_of = as_of;
+            emit(&sheet, format, output.out.as_deref(), |s| print_course(&s.report))
         }
+        Command::Report {
+            command:
+                ReportCommand::Unit {
+                    unit,
+                    from,
+                    to,
+                    data,
+                    output,
+                },
+        } => {
+            let format = output.format()?;
+            let period = reports::unit::Period::new(&unit, &from, &to)?;
+            let base = open(&data)?;
+            let (store, as_of) = output.store(&*base)?;
+            let mut report = reports::unit::build(store.get(&*base), &period)?;
+            report.as_of = as_of;
+            emit(&report, format, output.out.as_deref(), print_unit)
+        }
+        Command::Report {
+            command:
+                ReportCommand::Annual {
+                    unit,
+                    year,
+                    data,
+                    output,
+                },
+        } => {
+            let format = output.format()?;
+            let base = open(&data)?;
+            let (store, as_of) = output.store(&*base)?;
+            let mut report = reports::annual::build(store.get(&*base), &unit, year)?;
+            report.as_of = as_of;
+            emit(&report, format, output.out.as_deref(), print_annual)
+        }
+    }
+}
+
+/// The store a report reads: the live one, or the documents rebuilt as of a past time.
+enum ReportStore {
+    Live,
+    AsOf(SqliteStore),
+}
+
+impl ReportStore {
+    fn get<'a>(&'a self, live: &'a dyn Store) -> &'a dyn Store {
+        match self {
+            ReportStore::Live => live,
+            ReportStore::AsOf(s) => s,
+        }
+    }
+}
+
+impl OutputArgs {
+    fn format(&self) -> anyhow_like::Result<Option<Format>> {
+        let format = self.format.as_deref().map(str::parse::<Format>).transpose()?;
+        if matches!(format, Some(Format::Xlsx | Format::Csv)) && self.out.is_none() {
+            return Err(anyhow_like::Error("--format xlsx and csv need --out FILE".into()));
+        }
+        if format.is_none() && self.out.is_some() {
+            return Err(anyhow_like::Error("--out needs --format xlsx, csv or json".into()));
+        }
+        Ok(format)
+    }
+
+    fn store(&self, live: &dyn Store) -> anyhow_like::Result<(ReportStore, Option<String>)> {
+        match &self.as_of {
+            None => Ok((ReportStore::Live, None)),
+            Some(s) => {
+                let until = reports::asof::parse_as_of(s)?;
+                Ok((
+                    ReportStore::AsOf(reports::asof::rebuild(live, until)?),
+                    Some(reports::asof::describe(until)),
+                ))
+            }
+        }
+    }
+}
+
+/// Writes a report in the asked format, or prints its text summary.
+fn emit<R: serde::Serialize + Tabular>(
+    report: &R,
+    format: Option<Format>,
+    out: Option<&Path>,
+    text: impl FnOnce(&R),
+) -> anyhow_like::Result<()> {
+    match (format, out) {
+        (None, _) => text(report),
+        (Some(Format::Json), None) => println!("{}", serde_json::to_string_pretty(report)?),
+        (Some(Format::Json), Some(out)) => {
+            let mut bytes = serde_json::to_vec_pretty(report)?;
+            bytes.push(b'\n');
+            write_file(out, &bytes)?;
+            println!("wrote {}", out.display());
+        }
+        (Some(Format::Xlsx), Some(out)) => {
+            write_file(out, &reports::export::xlsx::write(&report.tables())?)?;
+            println!("wrote {}", out.display());
+        }
+        (Some(Format::Csv), Some(out)) => {
+            let tables = report.tables();
+            for (table, path) in tables.iter().zip(reports::export::csv_paths(out, &tables)) {
+                write_file(&path, &reports::export::csv::write(table)?)?;
+                println!("wrote {}", path.display());
+            }
+        }
+        (Some(_), None) => return Err(anyhow_like::Error("--format xlsx and csv need --out FILE".into())),
+    }
+    Ok(())
+}
+
+fn print_unit(r: &reports::unit::UnitReport) {
+    println!("{} ({}), {} to {}", r.unit_name, r.unit, r.from, r.to);
+    if let Some(t) = &r.as_of {
+        println!("as the data stood at {t}");
+    }
+    let f = &r.totals;
+    println!(
+        "{} courses, {} trainees, {} learner-places, {} trainee-sessions, attendance {:.2}%, {} of {} finished places completed",
+        f.courses, f.trainees, f.places, f.trainee_sessions, f.attendance_rate, f.completed, f.finished_places
+    );
+    for b in &r.breakdowns {
+        println!("{}", b.title);
+        for row in &b.rows {
+            println!(
+                "  {:<36} {:>6} trainees {:>7.2}% {:>6} completed",
+                row.label, row.figures.trainees, row.figures.attendance_rate, row.figures.completed
+            );
+        }
+    }
+}
+
+fn print_annual(r: &reports::annual::AnnualReport) {
+    println!("{} ({}), year {}", r.unit_name, r.unit, r.year);
+    if let Some(t) = &r.as_of {
+        println!("as the data stood at {t}");
+    }
+    for p in r.programmes.iter().chain([&r.total]) {
+        println!(
+            "  {:<40} {:>4} courses {:>6} places {:>6} women {:>6} ethnic minority",
+            p.label, p.courses, p.places, p.women, p.ethnic_minority
+        );
     }
 }
 

@@ -11,7 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sync_core::docs::{self, DocId};
 use sync_core::model::{
-    Cadre, Category, CourseMeta, Enrolment, EvalKind, Evaluation, Gender, Mark, MarkStatus, Session, TheoryLevel,
+    Cadre, Category, CourseMeta, Enrolment, EvalKind, Evaluation, Gender, Mark, MarkStatus, Programme, Session,
+    TheoryLevel,
 };
 use sync_core::units::UnitKey;
 
@@ -209,6 +210,13 @@ fn course(
         min_ratio: 0.8,
         excused_counts: false,
         planned_trainees: trainees.len().max(1) as u32,
+        programme: Some(if title.contains("lý luận chính trị") {
+            Programme::PoliticalTheory
+        } else if title.contains("quản lý nhà nước") {
+            Programme::StateManagement
+        } else {
+            Programme::PositionSkills
+        }),
     };
     let mut cdoc = Automerge::new().with_actor(actor.clone());
     let mut course = docs::CourseDoc {

@@ -8,6 +8,7 @@ pub mod certificates;
 pub mod cli;
 pub mod demo;
 pub mod pg;
+pub mod reports;
 pub mod resolve;
 pub mod roster;
 pub mod sqlite;

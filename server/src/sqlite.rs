@@ -12,8 +12,8 @@ use sync_core::docs::{Contents, DocId};
 use sync_core::report::CourseRows;
 
 use crate::store::{
-    AccountRow, CertificateRow, CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError,
-    StoreResult, StoredDoc,
+    AccountRow, CadreFacts, CertificateRow, CourseListRow, DeviceRow, DocTx, MarkCounts, PeriodCourse, PeriodTrainee,
+    RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
 };
 
 /// Migrations, in order, each a list of SQL batches; shipped ones are never edited.
@@ -64,6 +64,14 @@ const MIGRATIONS: &[&[&str]] = &[&[
      CREATE TABLE web_sessions (
         token_hash TEXT PRIMARY KEY, account TEXT NOT NULL REFERENCES accounts(name), expires_at INTEGER NOT NULL
      );"],
+    // 5: reports: the course's programme type, and the indexes the unit and annual
+    // reports read through (`reports/`): marks counted per course, trainee and status
+    // from the index alone, sessions found by date.
+    &[
+        sync_core::projection::TABLES_V3,
+        "CREATE INDEX p_marks_report ON p_marks(course_id, cadre_id, status);
+         CREATE INDEX p_sessions_date ON p_sessions(date, course_id);",
+    ],
 ];
 
 pub struct SqliteStore {
@@ -93,6 +101,43 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    /// A scratch store in memory, with the same schema: what `reports::asof` rebuilds
+    /// the documents of a past date into.
+    pub fn open_in_memory() -> StoreResult<SqliteStore> {
+        let mut conn = Connection::open_in_memory()?;
+        let tx = conn.transaction()?;
+        for batches in MIGRATIONS {
+            for sql in *batches {
+                tx.execute_batch(sql)?;
+            }
+        }
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+        tx.commit()?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    /// Rewrites the projection rows of many documents in one transaction (the as-of
+    /// rebuild; a sync writes them through [`DocTx::store`]).
+    pub fn project(&self, docs: &[(DocId, Contents)]) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (id, contents) in docs {
+            sync_core::projection::write(&tx, id, contents, true)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` on the connection in one transaction (the report benchmark's generator
+    /// writes projection rows straight through it).
+    pub fn with_transaction<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -583,4 +628,132 @@ impl Store for SqliteStore {
             .execute("DELETE FROM web_sessions WHERE token_hash = ?1", [token_hash])?;
         Ok(())
     }
+    fn period_courses(&self, from: &str, to: &str) -> StoreResult<Vec<PeriodCourse>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT c.id, c.unit, c.title, c.min_ratio, c.excused_counts, c.programme, COUNT(*),
+               SUM(CASE WHEN s.date >= ?1 AND s.date <= ?2 THEN 1 ELSE 0 END), MIN(s.date), MAX(s.date)
+             FROM p_courses c JOIN p_sessions s ON s.course_id = c.id
+             WHERE c.id IN (SELECT DISTINCT course_id FROM p_sessions WHERE date >= ?1 AND date <= ?2)
+             GROUP BY c.id, c.unit, c.title, c.min_ratio, c.excused_counts, c.programme
+             ORDER BY c.unit, c.id",
+        )?;
+        let rows = stmt
+            .query_map(params![from, to], |r| {
+                Ok(PeriodCourse {
+                    id: r.get(0)?,
+                    unit: r.get(1)?,
+                    title: r.get(2)?,
+                    min_ratio: r.get(3)?,
+                    excused_counts: r.get(4)?,
+                    programme: r.get(5)?,
+                    sessions: r.get(6)?,
+                    sessions_in_period: r.get(7)?,
+                    first_date: r.get(8)?,
+                    last_date: r.get(9)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn period_trainees(&self, courses: &[PeriodCourse], from: &str, to: &str) -> StoreResult<Vec<PeriodTrainee>> {
+        let conn = self.conn();
+        let mut enrolled = conn.prepare_cached(
+            "SELECT e.cadre_id, c.id IS NOT NULL, c.gender, c.birth_year, c.ethnicity, c.category, c.qualification,
+               c.theory_level
+             FROM p_enrolments e LEFT JOIN p_cadres c ON c.id = e.cadre_id WHERE e.course_id = ?1 ORDER BY e.cadre_id",
+        )?;
+        // Read from the (course_id, cadre_id, status) index alone.
+        let mut all_marks = conn.prepare_cached(
+            "SELECT cadre_id, status, COUNT(*) FROM p_marks WHERE course_id = ?1 GROUP BY cadre_id, status",
+        )?;
+        // Only for a course that has sessions outside the period.
+        let mut period_marks = conn.prepare_cached(
+            "SELECT m.cadre_id, m.status, COUNT(*) FROM p_marks m
+               JOIN p_sessions s ON s.course_id = m.course_id AND s.id = m.session_id
+             WHERE m.course_id = ?1 AND s.date >= ?2 AND s.date <= ?3 GROUP BY m.cadre_id, m.status",
+        )?;
+        let mut out = Vec::new();
+        for course in courses {
+            let mut index = std::collections::HashMap::new();
+            let rows = enrolled.query_map([&course.id], |r| {
+                let known: bool = r.get(1)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    known,
+                    (
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ),
+                ))
+            })?;
+            for row in rows {
+                let (cadre_id, known, (gender, birth_year, ethnicity, category, qualification, theory_level)) = row?;
+                index.insert(cadre_id.clone(), out.len());
+                out.push(PeriodTrainee {
+                    course_id: course.id.clone(),
+                    cadre_id,
+                    cadre: known.then_some(CadreFacts {
+                        gender,
+                        birth_year,
+                        ethnicity,
+                        category,
+                        qualification,
+                        theory_level,
+                    }),
+                    marks: MarkCounts::default(),
+                });
+            }
+            let whole = course.sessions_in_period == course.sessions;
+            let mut count = |stmt: &mut rusqlite::CachedStatement<'_>,
+                             args: &[&dyn rusqlite::ToSql],
+                             in_period: bool,
+                             total: bool|
+             -> StoreResult<()> {
+                let mut rows = stmt.query(args)?;
+                while let Some(r) = rows.next()? {
+                    let cadre = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+                    let status = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+                    let n: i64 = r.get(2)?;
+                    let (Some(&i), Some(k)) = (index.get(cadre), status_index(status)) else {
+                        continue;
+                    };
+                    let t = &mut out[i];
+                    if total {
+                        t.marks.total[k] += n as u32;
+                    }
+                    if in_period {
+                        t.marks.in_period[k] += n as u32;
+                    }
+                }
+                Ok(())
+            };
+            count(&mut all_marks, &[&course.id], whole, true)?;
+            if !whole {
+                count(&mut period_marks, &[&course.id, &from, &to], true, false)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn changes_until(&self, until: i64) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT doc_id, data FROM changes WHERE received_at <= ?1 ORDER BY seq")?;
+        let rows = stmt
+            .query_map([until], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+/// The position of a stored status in `MarkStatus::ALL`.
+fn status_index(status: &str) -> Option<usize> {
+    sync_core::model::MarkStatus::ALL
+        .iter()
+        .position(|s| s.as_str() == status)
 }

@@ -100,6 +100,58 @@ fn no_accounts<T>() -> StoreResult<T> {
     Err(StoreError::Other("this store backend has no web accounts yet".into()))
 }
 
+fn no_reports<T>() -> StoreResult<T> {
+    Err(StoreError::Other(
+        "this store backend has no unit or annual reports yet".into(),
+    ))
+}
+
+/// A course with at least one session in a report's period, as the unit and annual
+/// reports read it (`reports/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodCourse {
+    pub id: String,
+    pub unit: String,
+    pub title: String,
+    pub min_ratio: f64,
+    pub excused_counts: bool,
+    /// The programme type as stored (`Programme::as_str`), None when the course names none.
+    pub programme: Option<String>,
+    pub sessions: i64,
+    pub sessions_in_period: i64,
+    pub first_date: String,
+    pub last_date: String,
+}
+
+/// Marks of one trainee in one course, counted by status, in the whole course and in the
+/// report's period. Index: `MarkStatus::ALL` order (present, late, left early, excused, absent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MarkCounts {
+    pub total: [u32; 5],
+    pub in_period: [u32; 5],
+}
+
+/// The attributes of a cadre that reports break figures down by. Sensitive: ethnicity.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CadreFacts {
+    pub gender: Option<String>,
+    pub birth_year: Option<i64>,
+    pub ethnicity: Option<String>,
+    pub category: Option<String>,
+    pub qualification: Option<String>,
+    pub theory_level: Option<String>,
+}
+
+/// One enrolment of a [`PeriodCourse`]; `cadre` is None when the trainee's roster is not
+/// on the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodTrainee {
+    pub course_id: String,
+    pub cadre_id: String,
+    pub cadre: Option<CadreFacts>,
+    pub marks: MarkCounts,
+}
+
 /// One transaction of a sync exchange.
 pub trait DocTx {
     fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>>;
@@ -192,6 +244,25 @@ pub trait Store: Send + Sync + 'static {
     fn courses(&self) -> StoreResult<Vec<CourseListRow>>;
     fn refusals(&self) -> StoreResult<Vec<RefusalRow>>;
     fn counts(&self) -> StoreResult<Vec<(String, i64)>>;
+
+    // Reports (`reports/`). Dates are `YYYY-MM-DD` text, compared as text. Defaults
+    // refuse, so a backend without them still serves devices.
+
+    /// Courses with a session dated in [from, to], every unit.
+    fn period_courses(&self, _from: &str, _to: &str) -> StoreResult<Vec<PeriodCourse>> {
+        no_reports()
+    }
+    /// The enrolments of `courses` with their cadres' attributes and mark counts, course
+    /// by course (each a range of the report indexes).
+    fn period_trainees(&self, _courses: &[PeriodCourse], _from: &str, _to: &str) -> StoreResult<Vec<PeriodTrainee>> {
+        no_reports()
+    }
+    /// Every change the server received at or before `until` (Unix seconds), as
+    /// (document id, raw change bytes), in the order they were logged: what the
+    /// documents were at that time (`reports::asof`).
+    fn changes_until(&self, _until: i64) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        no_reports()
+    }
 
     // Web accounts and their sign-in sessions (web.rs). Defaults refuse, so a backend
     // without them still serves devices.

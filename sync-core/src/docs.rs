@@ -589,6 +589,7 @@ mod tests {
                 min_ratio: 0.8,
                 excused_counts: false,
                 planned_trainees: 1000,
+                programme: None,
             }),
             ..Default::default()
         };

@@ -193,6 +193,38 @@ impl Evaluation {
     }
 }
 
+string_enum!(
+    /// The kind of training programme a course belongs to, as the annual training report
+    /// (báo cáo kết quả đào tạo, bồi dưỡng) groups learner-places. A course that names
+    /// none is counted as [`Programme::Other`].
+    Programme {
+        PoliticalTheory = "ly_luan_chinh_tri",
+        StateManagement = "quan_ly_nha_nuoc",
+        Professional = "chuyen_mon_nghiep_vu",
+        PositionSkills = "kien_thuc_ky_nang",
+        DefenceSecurity = "quoc_phong_an_ninh",
+        LanguageIt = "ngoai_ngu_tin_hoc",
+        EthnicLanguage = "tieng_dan_toc",
+        Other = "khac",
+    }
+);
+
+impl Programme {
+    /// The Vietnamese name used in reports.
+    pub fn label_vi(self) -> &'static str {
+        match self {
+            Programme::PoliticalTheory => "Lý luận chính trị",
+            Programme::StateManagement => "Quản lý nhà nước",
+            Programme::Professional => "Chuyên môn, nghiệp vụ",
+            Programme::PositionSkills => "Kiến thức, kỹ năng theo vị trí việc làm",
+            Programme::DefenceSecurity => "Quốc phòng, an ninh",
+            Programme::LanguageIt => "Ngoại ngữ, tin học",
+            Programme::EthnicLanguage => "Tiếng dân tộc thiểu số",
+            Programme::Other => "Khác",
+        }
+    }
+}
+
 /// A cadre or civil servant on a commune roster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cadre {
@@ -272,6 +304,10 @@ pub struct CourseMeta {
     pub excused_counts: bool,
     /// Planned number of trainees; sizes the attendance documents (see `docs::sessions_per_part`).
     pub planned_trainees: u32,
+    /// The programme type, for the annual report. Absent in documents written before it
+    /// existed; an unknown value fails to parse, so both sides refuse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub programme: Option<Programme>,
 }
 
 impl CourseMeta {

@@ -44,6 +44,8 @@ CREATE TABLE p_evaluations (
     score REAL, passed INTEGER, pass INTEGER NOT NULL, PRIMARY KEY (course_id, cadre_id, slot)
 );
 ";
+/// Third version: the course's programme type (for the annual report). Frozen.
+pub const TABLES_V3: &str = "ALTER TABLE p_courses ADD COLUMN programme TEXT;";
 
 /// Rewrites the rows of one document.
 pub fn write(conn: &Connection, id: &DocId, contents: &Contents, sensitive: bool) -> rusqlite::Result<()> {
@@ -77,8 +79,8 @@ pub fn write(conn: &Connection, id: &DocId, contents: &Contents, sensitive: bool
             if let Some(m) = &course.meta {
                 conn.execute(
                     "INSERT OR REPLACE INTO p_courses
-                       (id, unit, title, min_ratio, excused_counts, planned, start_date, end_date, doc_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                       (id, unit, title, min_ratio, excused_counts, planned, start_date, end_date, doc_id, programme)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     params![
                         cid,
                         id.unit.to_string(),
@@ -88,7 +90,8 @@ pub fn write(conn: &Connection, id: &DocId, contents: &Contents, sensitive: bool
                         m.planned_trainees,
                         m.start_date,
                         m.end_date,
-                        key
+                        key,
+                        m.programme.map(|p| p.as_str())
                     ],
                 )?;
             }

@@ -153,6 +153,13 @@ impl MarkInput {
     }
 }
 
+/// Does a trainee who attended `attended` of `sessions` sessions meet `min_ratio`? The one
+/// rule every report applies (course, unit, annual), so they agree on who completed.
+pub fn completes(attended: u32, sessions: u32, min_ratio: f64) -> bool {
+    // Compare in whole sessions so 0.8 x 36 = 28.8 needs 29, with no float edge.
+    sessions > 0 && f64::from(attended) + 1e-9 >= min_ratio * f64::from(sessions)
+}
+
 impl CourseReport {
     pub fn assemble(rows: CourseRows) -> CourseReport {
         let mut sessions = rows.sessions;
@@ -219,7 +226,7 @@ impl CourseReport {
                     f64::from(a) / f64::from(total)
                 };
                 // Compare in whole sessions so 0.8 x 36 = 28.8 needs 29, with no float edge.
-                let attendance_ok = total > 0 && f64::from(a) + 1e-9 >= rows.min_ratio * f64::from(total);
+                let attendance_ok = completes(a, total, rows.min_ratio);
                 let missing: Vec<String> = slots
                     .iter()
                     .filter(|slot| !passed.contains(&(t.id.as_str(), **slot)))

@@ -62,6 +62,8 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[
     // 4: evaluations, projected from course documents (existing course documents are
     // re-projected when they next change; before this version they had none).
     &[crate::projection::TABLES_V2],
+    // 5: the course's programme type in the shared projection.
+    &[crate::projection::TABLES_V3],
 ];
 
 pub fn open_connection(path: &Path) -> Result<Connection> {

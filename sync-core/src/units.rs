@@ -110,6 +110,9 @@ pub struct UnitTree {
     /// 2025 commune -> the legacy communes that went (wholly or partly) into it.
     from_legacy: HashMap<String, Vec<String>>,
     mapping_rows: usize,
+    /// 2025 commune -> the one legacy commune its figures are counted under in a
+    /// legacy-scheme report (see [`UnitTree::legacy_home`]).
+    legacy_home: HashMap<String, String>,
 }
 
 const UNITS_2025: &str = include_str!("../../data/vn-admin-units/units_2025.csv");
@@ -130,6 +133,7 @@ impl UnitTree {
             legacy_to_2025: HashMap::new(),
             from_legacy: HashMap::new(),
             mapping_rows: 0,
+            legacy_home: HashMap::new(),
         };
         // The CSV files ship inside the binary and are checked by tests, so a
         // malformed row is skipped rather than turned into a run-time failure.
@@ -173,7 +177,52 @@ impl UnitTree {
                 .push(rec[0].to_string());
             tree.mapping_rows += 1;
         }
+        // Each 2025 commune is counted under exactly one legacy commune, so legacy-scheme
+        // totals never count a course twice: the predecessor that kept the code, else the
+        // lowest-coded default successor link, else the lowest-coded link at all.
+        let mut homes: HashMap<String, (u8, String)> = HashMap::new();
+        for (legacy, succ) in &tree.legacy_to_2025 {
+            for (code, _, default) in succ {
+                let rank = if legacy == code {
+                    0
+                } else if *default {
+                    1
+                } else {
+                    2
+                };
+                let cand = (rank, legacy.clone());
+                let e = homes.entry(code.clone()).or_insert_with(|| cand.clone());
+                if cand < *e {
+                    *e = cand;
+                }
+            }
+        }
+        tree.legacy_home = homes.into_iter().map(|(k, (_, v))| (k, v)).collect();
         tree
+    }
+
+    /// The legacy commune a 2025 commune's figures are counted under in a legacy-scheme
+    /// report (one, so nothing is counted twice when a commune was formed from several).
+    pub fn legacy_home(&self, code_2025: &str) -> Option<UnitKey> {
+        self.legacy_home
+            .get(code_2025)
+            .map(|c| UnitKey::new(Scheme::Legacy, c.clone()))
+    }
+
+    /// Does a report on `root` count data recorded under `unit`? Within the same scheme,
+    /// the subtree; a legacy unit counts in the 2025 unit it became part of
+    /// ([`UnitTree::is_within`]); a 2025 commune counts in the legacy units above its
+    /// [`UnitTree::legacy_home`].
+    pub fn counts_in(&self, unit: &UnitKey, root: &UnitKey) -> bool {
+        if self.is_within(unit, root) {
+            return true;
+        }
+        if unit.scheme == Scheme::S2025 && root.scheme == Scheme::Legacy {
+            if let Some(home) = self.legacy_home(&unit.code) {
+                return &home == root || self.ancestors(&home).contains(root);
+            }
+        }
+        false
     }
 
     fn add(&mut self, key: UnitKey, name: &str, level: Level, parent: Option<UnitKey>) {
@@ -427,6 +476,12 @@ mod tests {
         // Thị trấn Nậm Nhùn (legacy 03434) is now part of Xã Nậm Hàng.
         assert!(t.is_within(&UnitKey::new(Scheme::Legacy, "03434"), &nam_hang.key));
         assert!(t.resolve("2025:99999").is_err());
+        // Xã Nậm Hàng (2025) is counted under TT Nậm Nhùn, whose code it kept, hence in
+        // the former Nậm Nhùn district (legacy 112) and Lai Châu (legacy 12), once.
+        assert_eq!(t.legacy_home("03434"), Some(UnitKey::new(Scheme::Legacy, "03434")));
+        assert!(t.counts_in(&nam_hang.key, &UnitKey::new(Scheme::Legacy, "112")));
+        assert!(t.counts_in(&nam_hang.key, &UnitKey::new(Scheme::Legacy, "12")));
+        assert!(!t.counts_in(&nam_hang.key, &UnitKey::new(Scheme::Legacy, "01")));
         assert!("03434".parse::<UnitKey>().is_err());
         assert_eq!(ethnic_groups().len(), 54);
     }

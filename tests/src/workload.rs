@@ -114,6 +114,7 @@ pub fn course_meta() -> CourseMeta {
         min_ratio: 0.8,
         excused_counts: false,
         planned_trainees: TRAINEES as u32,
+        programme: None,
     }
 }
 

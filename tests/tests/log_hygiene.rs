@@ -111,6 +111,7 @@ fn a_field_scenario_at_trace_level_logs_no_name_ethnicity_token_or_code() {
         min_ratio: 0.8,
         excused_counts: false,
         planned_trainees: 20,
+        programme: None,
     };
     let sessions = vec![NewSession {
         date: "2026-12-01".into(),

@@ -169,6 +169,7 @@ impl From<NewCourse> for m::CourseMeta {
             min_ratio: c.min_ratio,
             excused_counts: c.excused_counts,
             planned_trainees: c.planned_trainees,
+            programme: None,
         }
     }
 }

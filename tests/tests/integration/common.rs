@@ -30,6 +30,7 @@ pub fn meta(title: &str) -> CourseMeta {
         min_ratio: 0.8,
         excused_counts: false,
         planned_trainees: 20,
+        programme: None,
     }
 }
 
