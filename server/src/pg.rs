@@ -35,7 +35,8 @@ use sync_core::docs::{Contents, DocId};
 use sync_core::report::{CourseRows, EvaluationRow, MarkInput, SessionRow, TraineeRow};
 
 use crate::store::{
-    CourseListRow, DeviceRow, DocTx, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
+    CadreFacts, CourseListRow, DeviceRow, DocTx, MarkCounts, PeriodCourse, PeriodTrainee, RedeemError, RefusalRow,
+    Store, StoreError, StoreResult, StoredDoc,
 };
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -97,6 +98,11 @@ const MIGRATIONS: &[&str] = &[
         course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, slot TEXT NOT NULL, kind TEXT NOT NULL, period TEXT,
         score DOUBLE PRECISION, passed BOOLEAN, pass BOOLEAN NOT NULL, PRIMARY KEY (course_id, cadre_id, slot)
      );",
+    // 3: reports (the SQLite store's migration 5): the course's programme type and the
+    // indexes the unit and annual reports read through.
+    "ALTER TABLE p_courses ADD COLUMN programme TEXT;
+     CREATE INDEX p_marks_report ON p_marks(course_id, cadre_id, status);
+     CREATE INDEX p_sessions_date ON p_sessions(date, course_id);",
 ];
 
 /// Advisory lock key of the migrations: two nodes starting at once migrate once.
@@ -447,12 +453,13 @@ fn write_projection(tx: &mut Transaction<'_>, id: &DocId, contents: &Contents) -
             let Some(cid) = &id.course else { return Ok(()) };
             if let Some(m) = &course.meta {
                 tx.execute(
-                    "INSERT INTO p_courses (id, unit, title, min_ratio, excused_counts, planned, start_date, end_date, doc_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                    "INSERT INTO p_courses
+                       (id, unit, title, min_ratio, excused_counts, planned, start_date, end_date, doc_id, programme)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                      ON CONFLICT (id) DO UPDATE SET unit = excluded.unit, title = excluded.title,
                        min_ratio = excluded.min_ratio, excused_counts = excluded.excused_counts,
                        planned = excluded.planned, start_date = excluded.start_date, end_date = excluded.end_date,
-                       doc_id = excluded.doc_id",
+                       doc_id = excluded.doc_id, programme = excluded.programme",
                     &[
                         cid,
                         &unit,
@@ -463,6 +470,7 @@ fn write_projection(tx: &mut Transaction<'_>, id: &DocId, contents: &Contents) -
                         &m.start_date,
                         &m.end_date,
                         &key,
+                        &m.programme.map(|p| p.as_str()),
                     ],
                 )?;
             }
@@ -861,4 +869,115 @@ impl Store for PgStore {
         }
         Ok(out)
     }
+
+    fn period_courses(&self, from: &str, to: &str) -> StoreResult<Vec<PeriodCourse>> {
+        let mut client = self.client()?;
+        let rows = client.query(
+            "SELECT c.id, c.unit, c.title, c.min_ratio, c.excused_counts, c.programme, COUNT(*),
+               SUM(CASE WHEN s.date >= $1 AND s.date <= $2 THEN 1 ELSE 0 END), MIN(s.date), MAX(s.date)
+             FROM p_courses c JOIN p_sessions s ON s.course_id = c.id
+             WHERE c.id IN (SELECT DISTINCT course_id FROM p_sessions WHERE date >= $1 AND date <= $2)
+             GROUP BY c.id, c.unit, c.title, c.min_ratio, c.excused_counts, c.programme
+             ORDER BY c.unit, c.id",
+            &[&from, &to],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| PeriodCourse {
+                id: r.get(0),
+                unit: r.get(1),
+                title: r.get(2),
+                min_ratio: r.get(3),
+                excused_counts: r.get(4),
+                programme: r.get(5),
+                sessions: r.get(6),
+                sessions_in_period: r.get(7),
+                first_date: r.get(8),
+                last_date: r.get(9),
+            })
+            .collect())
+    }
+
+    fn period_trainees(&self, courses: &[PeriodCourse], from: &str, to: &str) -> StoreResult<Vec<PeriodTrainee>> {
+        let mut client = self.client()?;
+        // One snapshot for every course of the report.
+        let mut tx = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .start()?;
+        let mut out = Vec::new();
+        for course in courses {
+            let mut index = std::collections::HashMap::new();
+            for r in tx.query(
+                "SELECT e.cadre_id, c.id IS NOT NULL, c.gender, c.birth_year, c.ethnicity, c.category,
+                   c.qualification, c.theory_level
+                 FROM p_enrolments e LEFT JOIN p_cadres c ON c.id = e.cadre_id WHERE e.course_id = $1
+                 ORDER BY e.cadre_id",
+                &[&course.id],
+            )? {
+                let cadre_id: String = r.get(0);
+                let known: bool = r.get(1);
+                index.insert(cadre_id.clone(), out.len());
+                out.push(PeriodTrainee {
+                    course_id: course.id.clone(),
+                    cadre_id,
+                    cadre: known.then(|| CadreFacts {
+                        gender: r.get(2),
+                        birth_year: r.get::<_, Option<i32>>(3).map(i64::from),
+                        ethnicity: r.get(4),
+                        category: r.get(5),
+                        qualification: r.get(6),
+                        theory_level: r.get(7),
+                    }),
+                    marks: MarkCounts::default(),
+                });
+            }
+            let whole = course.sessions_in_period == course.sessions;
+            let mut count = |rows: Vec<postgres::Row>, in_period: bool, total: bool| {
+                for r in rows {
+                    let cadre: &str = r.get(0);
+                    let status: &str = r.get(1);
+                    let n: i64 = r.get(2);
+                    let k = sync_core::model::MarkStatus::ALL.iter().position(|s| s.as_str() == status);
+                    let (Some(&i), Some(k)) = (index.get(cadre), k) else {
+                        continue;
+                    };
+                    let n = u32::try_from(n).unwrap_or(u32::MAX);
+                    if total {
+                        out[i].marks.total[k] += n;
+                    }
+                    if in_period {
+                        out[i].marks.in_period[k] += n;
+                    }
+                }
+            };
+            let all = tx.query(
+                "SELECT cadre_id, status, COUNT(*) FROM p_marks WHERE course_id = $1 GROUP BY cadre_id, status",
+                &[&course.id],
+            )?;
+            count(all, whole, true);
+            if !whole {
+                let in_period = tx.query(
+                    "SELECT m.cadre_id, m.status, COUNT(*) FROM p_marks m
+                       JOIN p_sessions s ON s.course_id = m.course_id AND s.id = m.session_id
+                     WHERE m.course_id = $1 AND s.date >= $2 AND s.date <= $3 GROUP BY m.cadre_id, m.status",
+                    &[&course.id, &from, &to],
+                )?;
+                count(in_period, true, false);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn changes_until(&self, until: i64) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let mut client = self.client()?;
+        Ok(client
+            .query("SELECT doc_id, data FROM changes WHERE received_at <= $1 ORDER BY seq", &[&until])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
 }
+

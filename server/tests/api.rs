@@ -96,7 +96,7 @@ async fn bad_requests_get_4xx_with_a_json_reason_and_nothing_is_applied() {
     let (s, b) = call(&store, sync_req(Some(&dev.token), good[..good.len() - 2].to_vec())).await;
     assert_eq!((s, error_code(&b).as_str()), (StatusCode::BAD_REQUEST, "malformed"));
     let mut v9 = good.clone();
-    v9[3] = 9;
+    v9[1] = 9;
     let (s, b) = call(&store, sync_req(Some(&dev.token), v9)).await;
     assert_eq!(
         (s, error_code(&b).as_str()),

@@ -20,7 +20,10 @@ use crate::store::Store;
 pub struct CourseSheet {
     #[serde(flatten)]
     pub report: CourseReport,
-    /// The unit's name in the reference list.
+    /// The unit's name in the reference list, for the sheets. Not in the JSON: the JSON
+    /// of a course report is exactly the device's course view (`diemdanh show course
+    /// --json`), a contract the integration tests check.
+    #[serde(skip)]
     pub unit_name: Option<String>,
     /// Set when computed as the data stood at a past time (`--as-of`).
     #[serde(skip_serializing_if = "Option::is_none")]

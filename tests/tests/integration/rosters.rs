@@ -244,8 +244,10 @@ fn evaluations_sync_and_decide_who_gets_a_certificate_number() {
     let mut d = server.enrolled_device(&dir.path().join("tablet"), NAM_HANG_2025);
     let sheet = "Họ và tên,Giới tính,Năm sinh\nLò Thị Hoa,Nữ,1988\nGiàng A Páo,Nam,1979\nTòng Văn Minh,Nam,1990\n";
     d.import_roster(NAM_HANG_2025, sheet.as_bytes(), false).expect("import");
-    let ids: Vec<String> = d.list_cadres(None).expect("list").into_iter().map(|c| c.id).collect();
-    let (hoa, pao, minh) = (&ids[0], &ids[1], &ids[2]);
+    let cadres = d.list_cadres(None).expect("list");
+    let ids: Vec<String> = cadres.iter().map(|c| c.id.clone()).collect();
+    let id_of = |name: &str| cadres.iter().find(|c| c.name == name).map(|c| c.id.clone()).expect(name);
+    let (hoa, pao, minh) = (&id_of("Lò Thị Hoa"), &id_of("Giàng A Páo"), &id_of("Tòng Văn Minh"));
     let dates = ["2026-11-02", "2026-12-01"].map(|date| NewSession {
         date: date.into(),
         ..Default::default()

@@ -86,6 +86,7 @@ store_suite!(
     migrations_are_idempotent_on_reopen,
     two_nodes_writing_one_document_lose_no_change,
     a_cursor_never_skips_a_change_committed_late,
+    report_queries_count_a_period_and_replay_the_log,
 );
 
 const T0: i64 = 1_764_547_200;
@@ -666,4 +667,59 @@ fn a_cursor_never_skips_a_change_committed_late(b: &Backend) {
         missed.len()
     );
     assert_eq!(cursor, (WRITERS * DOCS_EACH) as i64);
+}
+
+/// The report methods (`reports/`): courses held in a period, trainees with their mark
+/// counts in the whole course and in the period, the change log up to a time.
+fn report_queries_count_a_period_and_replay_the_log(b: &Backend) {
+    let store = b.node();
+    let u = unit(NAM_HANG);
+    let (rid, rdoc, cadres) = roster(&u, &["Lò Thị Hoa", "Vàng A Dình", "Tòng Văn Sính"]);
+    store_doc(&*store, &rid, &rdoc, None);
+    let (cid, cdoc, cd) = course(&u, "Bồi dưỡng QLNN", 2, &cadres);
+    store_doc(&*store, &cid, &cdoc, None);
+    let course_id = cid.course.clone().expect("course id");
+    let aid = DocId::attendance(&u, &course_id, 0);
+    let mut adoc = Automerge::new().with_actor(actor(1));
+    let statuses = [MarkStatus::Present, MarkStatus::Absent, MarkStatus::Excused];
+    let mut entries: Vec<(String, String)> = cadres
+        .iter()
+        .zip(statuses)
+        .map(|(c, s)| (docs::mark_key("s0", c), mark(s, "dev-1")))
+        .collect();
+    entries.push((docs::mark_key("s1", &cadres[0]), mark(MarkStatus::Late, "dev-1")));
+    commit(&mut adoc, entries);
+    store_doc(&*store, &aid, &adoc, Some(&cd));
+
+    assert!(store.period_courses("2027-01-01", "2027-12-31").expect("period").is_empty());
+    let courses = store.period_courses("2026-12-01", "2026-12-01").expect("period");
+    assert_eq!(courses.len(), 1);
+    let c = &courses[0];
+    assert_eq!(
+        (c.id.as_str(), c.unit.as_str(), c.sessions, c.sessions_in_period),
+        (course_id.as_str(), NAM_HANG, 2, 1)
+    );
+    assert_eq!((c.first_date.as_str(), c.last_date.as_str()), ("2026-12-01", "2026-12-02"));
+    let trainees = store
+        .period_trainees(&courses, "2026-12-01", "2026-12-01")
+        .expect("trainees");
+    assert_eq!(trainees.len(), 3);
+    let of = |cadre: &str| trainees.iter().find(|t| t.cadre_id == cadre).expect("trainee");
+    // MarkStatus::ALL order: present, late, left early, excused, absent.
+    assert_eq!(of(&cadres[0]).marks.total, [1, 1, 0, 0, 0]);
+    assert_eq!(of(&cadres[0]).marks.in_period, [1, 0, 0, 0, 0]);
+    assert_eq!(of(&cadres[1]).marks.in_period, [0, 0, 0, 0, 1]);
+    assert_eq!(of(&cadres[2]).marks.total, [0, 0, 0, 1, 0]);
+    assert!(trainees.iter().all(|t| t.cadre.as_ref().and_then(|f| f.birth_year).is_some()));
+    // A period that holds the whole course counts the same marks both ways.
+    let whole = store.period_courses("2026-12-01", "2026-12-31").expect("period");
+    let t = store.period_trainees(&whole, "2026-12-01", "2026-12-31").expect("trainees");
+    assert!(t.iter().all(|t| t.marks.total == t.marks.in_period));
+
+    assert!(store.changes_until(0).expect("log").is_empty());
+    let log = store.changes_until(i64::MAX).expect("log");
+    assert_eq!(log.len() as i64, count(&*store, "changes"));
+    let docs_in_log: BTreeSet<&str> = log.iter().map(|(d, _)| d.as_str()).collect();
+    let expected: BTreeSet<String> = [rid.to_string(), cid.to_string(), aid.to_string()].into();
+    assert_eq!(docs_in_log, expected.iter().map(String::as_str).collect());
 }
