@@ -939,7 +939,9 @@ impl Store for PgStore {
                     let cadre: &str = r.get(0);
                     let status: &str = r.get(1);
                     let n: i64 = r.get(2);
-                    let k = sync_core::model::MarkStatus::ALL.iter().position(|s| s.as_str() == status);
+                    let k = sync_core::model::MarkStatus::ALL
+                        .iter()
+                        .position(|s| s.as_str() == status);
                     let (Some(&i), Some(k)) = (index.get(cadre), k) else {
                         continue;
                     };
@@ -974,10 +976,12 @@ impl Store for PgStore {
     fn changes_until(&self, until: i64) -> StoreResult<Vec<(String, Vec<u8>)>> {
         let mut client = self.client()?;
         Ok(client
-            .query("SELECT doc_id, data FROM changes WHERE received_at <= $1 ORDER BY seq", &[&until])?
+            .query(
+                "SELECT doc_id, data FROM changes WHERE received_at <= $1 ORDER BY seq",
+                &[&until],
+            )?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
 }
-

@@ -246,7 +246,13 @@ fn evaluations_sync_and_decide_who_gets_a_certificate_number() {
     d.import_roster(NAM_HANG_2025, sheet.as_bytes(), false).expect("import");
     let cadres = d.list_cadres(None).expect("list");
     let ids: Vec<String> = cadres.iter().map(|c| c.id.clone()).collect();
-    let id_of = |name: &str| cadres.iter().find(|c| c.name == name).map(|c| c.id.clone()).expect(name);
+    let id_of = |name: &str| {
+        cadres
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.id.clone())
+            .expect(name)
+    };
     let (hoa, pao, minh) = (&id_of("Lò Thị Hoa"), &id_of("Giàng A Páo"), &id_of("Tòng Văn Minh"));
     let dates = ["2026-11-02", "2026-12-01"].map(|date| NewSession {
         date: date.into(),

@@ -691,7 +691,10 @@ fn report_queries_count_a_period_and_replay_the_log(b: &Backend) {
     commit(&mut adoc, entries);
     store_doc(&*store, &aid, &adoc, Some(&cd));
 
-    assert!(store.period_courses("2027-01-01", "2027-12-31").expect("period").is_empty());
+    assert!(store
+        .period_courses("2027-01-01", "2027-12-31")
+        .expect("period")
+        .is_empty());
     let courses = store.period_courses("2026-12-01", "2026-12-01").expect("period");
     assert_eq!(courses.len(), 1);
     let c = &courses[0];
@@ -699,7 +702,10 @@ fn report_queries_count_a_period_and_replay_the_log(b: &Backend) {
         (c.id.as_str(), c.unit.as_str(), c.sessions, c.sessions_in_period),
         (course_id.as_str(), NAM_HANG, 2, 1)
     );
-    assert_eq!((c.first_date.as_str(), c.last_date.as_str()), ("2026-12-01", "2026-12-02"));
+    assert_eq!(
+        (c.first_date.as_str(), c.last_date.as_str()),
+        ("2026-12-01", "2026-12-02")
+    );
     let trainees = store
         .period_trainees(&courses, "2026-12-01", "2026-12-01")
         .expect("trainees");
@@ -710,10 +716,14 @@ fn report_queries_count_a_period_and_replay_the_log(b: &Backend) {
     assert_eq!(of(&cadres[0]).marks.in_period, [1, 0, 0, 0, 0]);
     assert_eq!(of(&cadres[1]).marks.in_period, [0, 0, 0, 0, 1]);
     assert_eq!(of(&cadres[2]).marks.total, [0, 0, 0, 1, 0]);
-    assert!(trainees.iter().all(|t| t.cadre.as_ref().and_then(|f| f.birth_year).is_some()));
+    assert!(trainees
+        .iter()
+        .all(|t| t.cadre.as_ref().and_then(|f| f.birth_year).is_some()));
     // A period that holds the whole course counts the same marks both ways.
     let whole = store.period_courses("2026-12-01", "2026-12-31").expect("period");
-    let t = store.period_trainees(&whole, "2026-12-01", "2026-12-31").expect("trainees");
+    let t = store
+        .period_trainees(&whole, "2026-12-01", "2026-12-31")
+        .expect("trainees");
     assert!(t.iter().all(|t| t.marks.total == t.marks.in_period));
 
     assert!(store.changes_until(0).expect("log").is_empty());
