@@ -190,6 +190,48 @@ fn mark(status: MarkStatus, device: &str) -> String {
     })
 }
 
+/// Three cadres, a course of two sessions (2026-12-01 and 02) with all three enrolled, and
+/// four marks: present / absent / excused on the first day, late for the first cadre on
+/// the second.
+struct Seeded {
+    cadres: Vec<String>,
+    rid: DocId,
+    cid: DocId,
+    cd: CourseDoc,
+    course_id: String,
+    aid: DocId,
+    adoc: Automerge,
+}
+
+fn seed_course_with_marks(store: &dyn Store) -> Seeded {
+    let u = unit(NAM_HANG);
+    let (rid, rdoc, cadres) = roster(&u, &["Lò Thị Hoa", "Vàng A Dình", "Tòng Văn Sính"]);
+    store_doc(store, &rid, &rdoc, None);
+    let (cid, cdoc, cd) = course(&u, "Bồi dưỡng QLNN", 2, &cadres);
+    store_doc(store, &cid, &cdoc, None);
+    let course_id = cid.course.clone().expect("course id");
+    let aid = DocId::attendance(&u, &course_id, 0);
+    let mut adoc = Automerge::new().with_actor(actor(1));
+    let statuses = [MarkStatus::Present, MarkStatus::Absent, MarkStatus::Excused];
+    let mut entries: Vec<(String, String)> = cadres
+        .iter()
+        .zip(statuses)
+        .map(|(c, s)| (docs::mark_key("s0", c), mark(s, "dev-1")))
+        .collect();
+    entries.push((docs::mark_key("s1", &cadres[0]), mark(MarkStatus::Late, "dev-1")));
+    commit(&mut adoc, entries);
+    store_doc(store, &aid, &adoc, Some(&cd));
+    Seeded {
+        cadres,
+        rid,
+        cid,
+        cd,
+        course_id,
+        aid,
+        adoc,
+    }
+}
+
 fn redeem(store: &dyn Store, code: &str, device: &str, actor: &str) -> Result<String, RedeemError> {
     store
         .redeem_enroll_code(code, device, actor, "test", &format!("token-{device}"), T0)
@@ -446,23 +488,14 @@ fn refusals_are_kept_newest_first(b: &Backend) {
 
 fn projections_give_course_rows_and_lists(b: &Backend) {
     let store = b.node();
-    let u = unit(NAM_HANG);
-    let (rid, rdoc, cadres) = roster(&u, &["Lò Thị Hoa", "Vàng A Dình", "Tòng Văn Sính"]);
-    store_doc(&*store, &rid, &rdoc, None);
-    let (cid, cdoc, cd) = course(&u, "Bồi dưỡng QLNN", 2, &cadres);
-    store_doc(&*store, &cid, &cdoc, None);
-    let course_id = cid.course.clone().expect("course id");
-    let aid = DocId::attendance(&u, &course_id, 0);
-    let mut adoc = Automerge::new().with_actor(actor(1));
-    let statuses = [MarkStatus::Present, MarkStatus::Absent, MarkStatus::Excused];
-    let mut entries: Vec<(String, String)> = cadres
-        .iter()
-        .zip(statuses)
-        .map(|(c, s)| (docs::mark_key("s0", c), mark(s, "dev-1")))
-        .collect();
-    entries.push((docs::mark_key("s1", &cadres[0]), mark(MarkStatus::Late, "dev-1")));
-    commit(&mut adoc, entries);
-    store_doc(&*store, &aid, &adoc, Some(&cd));
+    let Seeded {
+        cadres,
+        cd,
+        course_id,
+        aid,
+        mut adoc,
+        ..
+    } = seed_course_with_marks(&*store);
     let rows = store.course_rows(&course_id).expect("rows").expect("course");
     assert_eq!((rows.unit.as_str(), rows.title.as_str()), (NAM_HANG, "Bồi dưỡng QLNN"));
     assert_eq!((rows.min_ratio, rows.excused_counts), (0.8, false));
@@ -673,23 +706,14 @@ fn a_cursor_never_skips_a_change_committed_late(b: &Backend) {
 /// counts in the whole course and in the period, the change log up to a time.
 fn report_queries_count_a_period_and_replay_the_log(b: &Backend) {
     let store = b.node();
-    let u = unit(NAM_HANG);
-    let (rid, rdoc, cadres) = roster(&u, &["Lò Thị Hoa", "Vàng A Dình", "Tòng Văn Sính"]);
-    store_doc(&*store, &rid, &rdoc, None);
-    let (cid, cdoc, cd) = course(&u, "Bồi dưỡng QLNN", 2, &cadres);
-    store_doc(&*store, &cid, &cdoc, None);
-    let course_id = cid.course.clone().expect("course id");
-    let aid = DocId::attendance(&u, &course_id, 0);
-    let mut adoc = Automerge::new().with_actor(actor(1));
-    let statuses = [MarkStatus::Present, MarkStatus::Absent, MarkStatus::Excused];
-    let mut entries: Vec<(String, String)> = cadres
-        .iter()
-        .zip(statuses)
-        .map(|(c, s)| (docs::mark_key("s0", c), mark(s, "dev-1")))
-        .collect();
-    entries.push((docs::mark_key("s1", &cadres[0]), mark(MarkStatus::Late, "dev-1")));
-    commit(&mut adoc, entries);
-    store_doc(&*store, &aid, &adoc, Some(&cd));
+    let Seeded {
+        cadres,
+        rid,
+        cid,
+        course_id,
+        aid,
+        ..
+    } = seed_course_with_marks(&*store);
 
     assert!(store
         .period_courses("2027-01-01", "2027-12-31")
