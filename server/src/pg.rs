@@ -939,18 +939,8 @@ impl Store for PgStore {
                     let cadre: &str = r.get(0);
                     let status: &str = r.get(1);
                     let n: i64 = r.get(2);
-                    let k = sync_core::model::MarkStatus::ALL
-                        .iter()
-                        .position(|s| s.as_str() == status);
-                    let (Some(&i), Some(k)) = (index.get(cadre), k) else {
-                        continue;
-                    };
-                    let n = u32::try_from(n).unwrap_or(u32::MAX);
-                    if total {
-                        out[i].marks.total[k] += n;
-                    }
-                    if in_period {
-                        out[i].marks.in_period[k] += n;
+                    if let Some(&i) = index.get(cadre) {
+                        out[i].marks.add(status, n, total, in_period);
                     }
                 }
             };

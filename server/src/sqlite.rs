@@ -584,13 +584,7 @@ impl Store for SqliteStore {
             .query_row(
                 "SELECT name, unit, password_hash FROM accounts WHERE name = ?1",
                 [name],
-                |r| {
-                    Ok(AccountRow {
-                        name: r.get(0)?,
-                        unit: r.get(1)?,
-                        password_hash: r.get(2)?,
-                    })
-                },
+                account_row,
             )
             .optional()?)
     }
@@ -612,13 +606,7 @@ impl Store for SqliteStore {
                 "SELECT a.name, a.unit, a.password_hash FROM web_sessions s JOIN accounts a ON a.name = s.account
                  WHERE s.token_hash = ?1 AND s.expires_at > ?2",
                 params![token_hash, now],
-                |r| {
-                    Ok(AccountRow {
-                        name: r.get(0)?,
-                        unit: r.get(1)?,
-                        password_hash: r.get(2)?,
-                    })
-                },
+                account_row,
             )
             .optional()?)
     }
@@ -720,15 +708,8 @@ impl Store for SqliteStore {
                     let cadre = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
                     let status = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
                     let n: i64 = r.get(2)?;
-                    let (Some(&i), Some(k)) = (index.get(cadre), status_index(status)) else {
-                        continue;
-                    };
-                    let t = &mut out[i];
-                    if total {
-                        t.marks.total[k] += n as u32;
-                    }
-                    if in_period {
-                        t.marks.in_period[k] += n as u32;
+                    if let Some(&i) = index.get(cadre) {
+                        out[i].marks.add(status, n, total, in_period);
                     }
                 }
                 Ok(())
@@ -751,9 +732,11 @@ impl Store for SqliteStore {
     }
 }
 
-/// The position of a stored status in `MarkStatus::ALL`.
-fn status_index(status: &str) -> Option<usize> {
-    sync_core::model::MarkStatus::ALL
-        .iter()
-        .position(|s| s.as_str() == status)
+/// An `accounts` row read as `SELECT name, unit, password_hash`.
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        name: r.get(0)?,
+        unit: r.get(1)?,
+        password_hash: r.get(2)?,
+    })
 }

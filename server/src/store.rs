@@ -131,6 +131,26 @@ pub struct MarkCounts {
     pub in_period: [u32; 5],
 }
 
+impl MarkCounts {
+    /// Adds `n` marks of a stored `status` to the whole-course counts, the period's, or
+    /// both; an unknown status counts nowhere. The one counting rule of both backends.
+    pub fn add(&mut self, status: &str, n: i64, total: bool, in_period: bool) {
+        let Some(k) = sync_core::model::MarkStatus::ALL
+            .iter()
+            .position(|s| s.as_str() == status)
+        else {
+            return;
+        };
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        if total {
+            self.total[k] = self.total[k].saturating_add(n);
+        }
+        if in_period {
+            self.in_period[k] = self.in_period[k].saturating_add(n);
+        }
+    }
+}
+
 /// The attributes of a cadre that reports break figures down by. Sensitive: ethnicity.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CadreFacts {
