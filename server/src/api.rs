@@ -19,7 +19,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::store::{RedeemError, Store, StoreError};
+use crate::store::{Contact, RedeemError, Store, StoreError};
 use crate::sync::{process, Peer};
 
 /// Largest sync body accepted: a batch is about 256 KiB before compression.
@@ -356,20 +356,29 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         let unit: UnitKey = device.unit.parse().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "device unit unreadable"))?;
         let actor = automerge::ActorId::from(hex::decode(&device.actor).unwrap_or_default());
         let peer = Peer { device_id: device.id.clone(), unit, actor };
-        let mut response = None;
+        // An empty version: the device told it before and it has not changed.
+        let app_version = if req.app_version.is_empty() { device.app_version.clone() } else { req.app_version.clone() };
+        let mut answer = None;
         store.write(&mut |tx| {
-            response = Some(process(tx, &peer, &req)?);
+            let response = process(tx, &peer, &req)?;
+            let out = response.encode();
+            // The device's page figures and cursor in the same transaction: one commit.
+            tx.record_contact(&Contact {
+                device_id: &device.id,
+                now: now(),
+                pending: req.pending_changes as i64,
+                app_version: &app_version,
+                bytes_up,
+                bytes_down: out.len() as i64,
+                cursor: response.cursor as i64,
+            })?;
             sync_core::failpoint::hit("server.before_commit");
+            answer = Some((response, out));
             Ok(())
         })?;
         sync_core::failpoint::hit("server.after_commit");
-        let response = response.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no response"))?;
+        let (response, out) = answer.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no response"))?;
         let refused = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Refused { .. })).count();
-        let out = response.encode();
-        // An empty version: the device told it before and it has not changed.
-        let app_version = if req.app_version.is_empty() { &device.app_version } else { &req.app_version };
-        store.record_contact(&device.id, now(), req.pending_changes as i64, app_version, bytes_up, out.len() as i64)?;
-        store.set_device_cursor(&device.id, response.cursor as i64)?;
         tracing::info!(device = %device.id, docs_in = req.docs.len(), refused, updates = response.updates.len(), bytes_up, bytes_down = out.len(), "sync");
         // No content type: the body names itself (kind, version), and a one-mark
         // exchange is counted in bytes (docs/PROTOCOL.md).

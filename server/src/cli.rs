@@ -656,14 +656,14 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
 /// The store a report reads: the live one, or the documents rebuilt as of a past time.
 enum ReportStore {
     Live,
-    AsOf(SqliteStore),
+    AsOf(Box<SqliteStore>),
 }
 
 impl ReportStore {
     fn get<'a>(&'a self, live: &'a dyn Store) -> &'a dyn Store {
         match self {
             ReportStore::Live => live,
-            ReportStore::AsOf(s) => s,
+            ReportStore::AsOf(s) => &**s,
         }
     }
 }
@@ -686,7 +686,7 @@ impl OutputArgs {
             Some(s) => {
                 let until = reports::asof::parse_as_of(s)?;
                 Ok((
-                    ReportStore::AsOf(reports::asof::rebuild(live, until)?),
+                    ReportStore::AsOf(Box::new(reports::asof::rebuild(live, until)?)),
                     Some(reports::asof::describe(until)),
                 ))
             }
@@ -863,6 +863,16 @@ fn serve(
                 unit_label(unit)
             ));
         }
+        // Housekeeping for as long as the server runs (ends with the runtime).
+        let housekeeping = store.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                let s = housekeeping.clone();
+                let _ = tokio::task::spawn_blocking(move || s.maintain()).await;
+            }
+        });
         match tls {
             Some(config) => crate::tls::serve_tls_until(listener, store, config, shutdown_signal()).await?,
             None => crate::serve_until(listener, store, shutdown_signal()).await?,

@@ -171,7 +171,13 @@ fn commit(doc: &mut Automerge, msg: &str, time: i64, entries: Vec<(String, Strin
 
 fn store_doc(tx: &mut dyn DocTx, id: &DocId, doc: &Automerge, course: Option<&docs::CourseDoc>) -> StoreResult<()> {
     let contents = docs::read(id, doc, course).map_err(|e| crate::store::StoreError::Other(e.reason))?;
-    tx.store(id, doc, &doc.get_changes(&[]), &contents, "demo")
+    tx.store(
+        id,
+        doc,
+        &doc.get_changes(&[]),
+        &crate::store::Projection::Whole(contents),
+        "demo",
+    )
 }
 
 fn status(rng: &mut StdRng) -> MarkStatus {

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod certificates;
 pub mod cli;
 pub mod demo;
+pub mod doc_cache;
 pub mod pg;
 pub mod reports;
 pub mod resolve;

@@ -31,12 +31,12 @@ use postgres::error::SqlState;
 use postgres::{NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use sha2::{Digest, Sha256};
-use sync_core::docs::{Contents, DocId};
+use sync_core::docs::{Contents, DocId, MarkEntry};
 use sync_core::report::{CourseRows, EvaluationRow, MarkInput, SessionRow, TraineeRow};
 
 use crate::store::{
-    CadreFacts, CourseListRow, DeviceRow, DocTx, MarkCounts, PeriodCourse, PeriodTrainee, RedeemError, RefusalRow,
-    Store, StoreError, StoreResult, StoredDoc,
+    CadreFacts, Contact, CourseListRow, DeviceRow, DocTx, MarkCounts, PeriodCourse, PeriodTrainee, Projection,
+    RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
 };
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -103,7 +103,16 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE p_courses ADD COLUMN programme TEXT;
      CREATE INDEX p_marks_report ON p_marks(course_id, cadre_id, status);
      CREATE INDEX p_sessions_date ON p_sessions(date, course_id);",
+    // 4: snapshots every few changes (the SQLite store's migration 6).
+    "ALTER TABLE docs ADD COLUMN snapshot_seq BIGINT NOT NULL DEFAULT 0,
+       ADD COLUMN tail_changes BIGINT NOT NULL DEFAULT 0, ADD COLUMN tail_bytes BIGINT NOT NULL DEFAULT 0;
+     UPDATE docs SET snapshot_seq = updated_seq;",
 ];
+
+/// Changes logged after a document's snapshot before it is saved again (and at most as
+/// many bytes as the snapshot, or [`TAIL_MIN_BYTES`]); the SQLite store's bounds.
+const TAIL_CHANGES: i64 = 48;
+const TAIL_MIN_BYTES: i64 = 16 * 1024;
 
 /// Advisory lock key of the migrations: two nodes starting at once migrate once.
 const MIGRATION_LOCK: i64 = 0x6469_656d_6461_6e68; // "diemdanh"
@@ -113,6 +122,10 @@ const ATTEMPTS: u32 = 8;
 
 pub struct PgStore {
     pool: Pool,
+    /// Documents kept between pushes, shared by the pool's connections; each entry is
+    /// used only when the row read under the document's lock has its sequence, so a
+    /// write by another node is never hidden (`doc_cache.rs`).
+    cache: std::sync::Mutex<crate::doc_cache::DocCache>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -139,7 +152,10 @@ impl PgStore {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| StoreError::Other(format!("cannot connect to PostgreSQL: {e}")))?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            cache: std::sync::Mutex::new(crate::doc_cache::DocCache::default()),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -212,6 +228,9 @@ fn now() -> i64 {
 /// Changes of one document stored in this transaction and not yet numbered.
 struct Pending {
     doc_id: String,
+    /// Whether this store saved a new snapshot (then it covers up to the last number).
+    snapshot: bool,
+    tail_bytes: i64,
     hashes: Vec<Vec<u8>>,
     actors: Vec<String>,
     times: Vec<i64>,
@@ -221,6 +240,11 @@ struct Pending {
 
 struct PgTx<'a> {
     tx: Transaction<'a>,
+    cache: &'a std::sync::Mutex<crate::doc_cache::DocCache>,
+    /// The sequence of each document as loaded, then as numbered once stored.
+    seqs: std::collections::HashMap<String, i64>,
+    /// Documents handed back by `keep`: the cache's once the transaction commits.
+    kept: Vec<(String, Automerge)>,
     locked: HashSet<String>,
     pending: Vec<Pending>,
     /// The counter as the first `changed_since` of a transaction that wrote nothing saw
@@ -267,37 +291,92 @@ impl PgTx<'_> {
             )?;
             let seq = seqs.last().copied().unwrap_or(last);
             self.tx.execute(
-                "UPDATE docs SET updated_seq = $2, created_seq = CASE WHEN created_seq = 0 THEN $2 ELSE created_seq END
+                "UPDATE docs SET updated_seq = $2, created_seq = CASE WHEN created_seq = 0 THEN $2 ELSE created_seq END,
+                   snapshot_seq = CASE WHEN $3 THEN $2 ELSE snapshot_seq END,
+                   tail_changes = CASE WHEN $3 THEN 0 ELSE tail_changes + $4 END,
+                   tail_bytes = CASE WHEN $3 THEN 0 ELSE tail_bytes + $5 END
                  WHERE doc_id = $1",
-                &[&p.doc_id, &seq],
+                &[&p.doc_id, &seq, &p.snapshot, &count, &p.tail_bytes],
             )?;
+            self.seqs.insert(p.doc_id.clone(), seq);
         }
         Ok(())
     }
 }
 
-impl DocTx for PgTx<'_> {
-    fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
+impl PgTx<'_> {
+    fn load_doc(&mut self, id: &DocId, for_update: bool) -> StoreResult<Option<StoredDoc>> {
+        let key = id.to_string();
         let Some(row) = self.tx.query_opt(
-            "SELECT snapshot, created_seq, updated_seq FROM docs WHERE doc_id = $1",
-            &[&id.to_string()],
+            "SELECT created_seq, updated_seq, snapshot_seq FROM docs WHERE doc_id = $1",
+            &[&key],
         )?
         else {
             return Ok(None);
         };
-        let snapshot: Vec<u8> = row.get(0);
-        let doc = Automerge::load(&snapshot)?;
+        let (created_seq, updated_seq, snapshot_seq): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        // Changes this transaction stored and has not numbered yet are in no table but
+        // `pending`; such a document is never taken from the cache.
+        let unnumbered: Vec<&Vec<u8>> = self
+            .pending
+            .iter()
+            .filter(|p| p.doc_id == key)
+            .flat_map(|p| p.data.iter())
+            .collect();
+        let cached = if updated_seq > 0 && unnumbered.is_empty() {
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key, updated_seq, for_update)
+        } else {
+            None
+        };
+        let snapshot = if for_update && cached.is_some() {
+            Vec::new()
+        } else {
+            let pending: Vec<u8> = unnumbered.into_iter().flatten().copied().collect();
+            let mut bytes: Vec<u8> = self
+                .tx
+                .query_one("SELECT snapshot FROM docs WHERE doc_id = $1", &[&key])?
+                .get(0);
+            if updated_seq == 0 || updated_seq > snapshot_seq {
+                let floor = if updated_seq == 0 { -1 } else { snapshot_seq };
+                for r in self.tx.query(
+                    "SELECT data FROM changes WHERE doc_id = $1 AND seq > $2 ORDER BY seq",
+                    &[&key, &floor],
+                )? {
+                    bytes.extend_from_slice(r.get::<_, &[u8]>(0));
+                }
+            }
+            bytes.extend_from_slice(&pending);
+            bytes
+        };
+        let doc = match cached {
+            Some(d) => d,
+            None => Automerge::load(&snapshot)?,
+        };
+        if updated_seq > 0 {
+            self.seqs.entry(key).or_insert(updated_seq);
+        }
         Ok(Some(StoredDoc {
             doc,
             snapshot,
-            created_seq: row.get(1),
-            updated_seq: row.get(2),
+            created_seq,
+            updated_seq,
         }))
     }
+}
 
+impl DocTx for PgTx<'_> {
+    fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
+        self.load_doc(id, false)
+    }
+
+    /// `snapshot` is empty when the document came from memory: the caller changes it
+    /// and never sends those bytes.
     fn load_for_update(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
         self.lock_doc(&id.to_string())?;
-        self.load(id)
+        self.load_doc(id, true)
     }
 
     fn store(
@@ -305,7 +384,7 @@ impl DocTx for PgTx<'_> {
         id: &DocId,
         doc: &Automerge,
         new_changes: &[Change],
-        contents: &Contents,
+        projection: &Projection,
         device: &str,
     ) -> StoreResult<()> {
         let key = id.to_string();
@@ -326,6 +405,8 @@ impl DocTx for PgTx<'_> {
         }
         let mut pending = Pending {
             doc_id: key.clone(),
+            snapshot: false,
+            tail_bytes: 0,
             hashes: Vec::new(),
             actors: Vec::new(),
             times: Vec::new(),
@@ -344,16 +425,73 @@ impl DocTx for PgTx<'_> {
         if pending.hashes.is_empty() {
             return Ok(());
         }
-        // Sequence columns are 0 until the changes are numbered (before any read of what
-        // changed and before commit): only this transaction sees the row meanwhile.
-        self.tx.execute(
-            "INSERT INTO docs (doc_id, kind, unit, course_id, snapshot, created_seq, updated_seq)
-             VALUES ($1, $2, $3, $4, $5, 0, 0)
-             ON CONFLICT (doc_id) DO UPDATE SET snapshot = excluded.snapshot",
-            &[&key, &id.kind.as_str(), &id.unit.to_string(), &id.course, &doc.save()],
-        )?;
-        write_projection(&mut self.tx, id, contents)?;
+        pending.tail_bytes = pending.data.iter().map(|d| d.len() as i64).sum();
+        let tail: Option<(i64, i64, i32)> = self
+            .tx
+            .query_opt(
+                "SELECT tail_changes, tail_bytes, length(snapshot) FROM docs WHERE doc_id = $1",
+                &[&key],
+            )?
+            .map(|r| (r.get(0), r.get(1), r.get(2)));
+        let earlier: i64 = self
+            .pending
+            .iter()
+            .filter(|p| p.doc_id == key)
+            .map(|p| p.hashes.len() as i64)
+            .sum();
+        pending.snapshot = match tail {
+            Some((changes, bytes, snapshot)) => {
+                changes + earlier + pending.hashes.len() as i64 > TAIL_CHANGES
+                    || bytes + pending.tail_bytes > i64::from(snapshot).max(TAIL_MIN_BYTES)
+            }
+            None => true,
+        };
+        if pending.snapshot {
+            // Sequence columns are 0 until the changes are numbered (before any read of
+            // what changed and before commit): only this transaction sees the row meanwhile.
+            self.tx.execute(
+                "INSERT INTO docs (doc_id, kind, unit, course_id, snapshot, created_seq, updated_seq)
+                 VALUES ($1, $2, $3, $4, $5, 0, 0)
+                 ON CONFLICT (doc_id) DO UPDATE SET snapshot = excluded.snapshot",
+                &[&key, &id.kind.as_str(), &id.unit.to_string(), &id.course, &doc.save()],
+            )?;
+        }
+        match projection {
+            Projection::Whole(contents) => write_projection(&mut self.tx, id, contents)?,
+            Projection::Marks { entries, removed } => {
+                let Some(cid) = &id.course else { return Ok(()) };
+                upsert_marks(&mut self.tx, cid, &key, entries)?;
+                for (session, cadre) in removed {
+                    self.tx.execute(
+                        "DELETE FROM p_marks WHERE course_id = $1 AND session_id = $2 AND cadre_id = $3",
+                        &[cid, session, cadre],
+                    )?;
+                }
+            }
+        }
         self.pending.push(pending);
+        Ok(())
+    }
+
+    fn keep(&mut self, id: &DocId, doc: Automerge) {
+        self.kept.push((id.to_string(), doc));
+    }
+
+    fn record_contact(&mut self, c: &Contact<'_>) -> StoreResult<()> {
+        self.tx.execute(
+            "UPDATE devices SET last_sync_at = $2, pending_reported = $3, app_version = $4,
+               bytes_up = bytes_up + $5, bytes_down = bytes_down + $6, last_cursor = GREATEST(last_cursor, $7)
+             WHERE id = $1",
+            &[
+                &c.device_id,
+                &c.now,
+                &c.pending,
+                &c.app_version,
+                &c.bytes_up,
+                &c.bytes_down,
+                &c.cursor,
+            ],
+        )?;
         Ok(())
     }
 
@@ -523,38 +661,48 @@ fn write_projection(tx: &mut Transaction<'_>, id: &DocId, contents: &Contents) -
         Contents::Attendance(marks) => {
             let Some(cid) = &id.course else { return Ok(()) };
             tx.execute("DELETE FROM p_marks WHERE doc_id = $1", &[&key])?;
-            let mut sessions = Vec::new();
-            let mut cadres = Vec::new();
-            let mut statuses = Vec::new();
-            let mut notes = Vec::new();
-            let mut conflicts = Vec::new();
-            let mut devices = Vec::new();
-            let mut times = Vec::new();
-            for m in marks {
-                let Some(cur) = m.current() else { continue };
-                let conflict = m.conflict_statuses();
-                sessions.push(m.session.as_str());
-                cadres.push(m.cadre.as_str());
-                statuses.push(cur.status.as_str());
-                notes.push(cur.note.as_deref());
-                conflicts.push(
-                    (!conflict.is_empty()).then(|| conflict.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")),
-                );
-                devices.push(cur.device.as_str());
-                times.push(cur.at);
-            }
-            tx.execute(
-                "INSERT INTO p_marks (course_id, session_id, cadre_id, status, note, conflict, device_id, recorded_at, doc_id)
-                 SELECT $1::TEXT, s, c, st, n, cf, d, t, $2::TEXT
-                 FROM UNNEST($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[])
-                   AS u(s, c, st, n, cf, d, t)
-                 ON CONFLICT (course_id, session_id, cadre_id) DO UPDATE SET status = excluded.status,
-                   note = excluded.note, conflict = excluded.conflict, device_id = excluded.device_id,
-                   recorded_at = excluded.recorded_at, doc_id = excluded.doc_id",
-                &[cid, &key, &sessions, &cadres, &statuses, &notes, &conflicts, &devices, &times],
-            )?;
+            upsert_marks(tx, cid, &key, marks)?;
         }
     }
+    Ok(())
+}
+
+/// Writes the rows of `marks` (current value, conflict) in one statement.
+fn upsert_marks(tx: &mut Transaction<'_>, cid: &str, key: &str, marks: &[MarkEntry]) -> StoreResult<()> {
+    let mut sessions = Vec::new();
+    let mut cadres = Vec::new();
+    let mut statuses = Vec::new();
+    let mut notes = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut devices = Vec::new();
+    let mut times = Vec::new();
+    for m in marks {
+        let Some(cur) = m.current() else { continue };
+        let conflict = m.conflict_statuses();
+        sessions.push(m.session.as_str());
+        cadres.push(m.cadre.as_str());
+        statuses.push(cur.status.as_str());
+        notes.push(cur.note.as_deref());
+        conflicts
+            .push((!conflict.is_empty()).then(|| conflict.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")));
+        devices.push(cur.device.as_str());
+        times.push(cur.at);
+    }
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO p_marks (course_id, session_id, cadre_id, status, note, conflict, device_id, recorded_at, doc_id)
+         SELECT $1::TEXT, s, c, st, n, cf, d, t, $2::TEXT
+         FROM UNNEST($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[])
+           AS u(s, c, st, n, cf, d, t)
+         ON CONFLICT (course_id, session_id, cadre_id) DO UPDATE SET status = excluded.status,
+           note = excluded.note, conflict = excluded.conflict, device_id = excluded.device_id,
+           recorded_at = excluded.recorded_at, doc_id = excluded.doc_id",
+        &[
+            &cid, &key, &sessions, &cadres, &statuses, &notes, &conflicts, &devices, &times,
+        ],
+    )?;
     Ok(())
 }
 
@@ -705,13 +853,24 @@ impl Store for PgStore {
                 let tx = client.transaction()?;
                 let mut t = PgTx {
                     tx,
+                    cache: &self.cache,
+                    seqs: std::collections::HashMap::new(),
+                    kept: Vec::new(),
                     locked: HashSet::new(),
                     pending: Vec::new(),
                     seen_max: None,
                 };
+                // On an error, what this transaction took out of the cache is simply gone.
                 f(&mut t)?;
                 t.number_pending()?;
+                let (seqs, kept) = (std::mem::take(&mut t.seqs), std::mem::take(&mut t.kept));
                 t.tx.commit()?;
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                for (key, doc) in kept {
+                    if let Some(seq) = seqs.get(&key) {
+                        cache.put(key, *seq, doc);
+                    }
+                }
                 Ok(())
             })();
             match result {

@@ -109,7 +109,13 @@ pub fn resolve_mark(
                     return Err(ResolveError::Invalid("the conflict remained after the write".into()));
                 }
             }
-            tx.store(&aid, &doc, &changes, &contents, SERVER_DEVICE)?;
+            tx.store(
+                &aid,
+                &doc,
+                &changes,
+                &crate::store::Projection::Whole(contents),
+                SERVER_DEVICE,
+            )?;
             Ok(())
         })();
         // Only a store failure aborts the transaction; a refusal commits nothing anyway.

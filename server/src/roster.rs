@@ -61,7 +61,13 @@ pub fn server_change(
     let contents =
         docs::read(id, &doc, course.as_ref()).map_err(|e| StoreError::Other(format!("{id}: {}", e.reason)))?;
     let changes = doc.get_changes(&before);
-    tx.store(id, &doc, &changes, &contents, SERVER_DEVICE)?;
+    tx.store(
+        id,
+        &doc,
+        &changes,
+        &crate::store::Projection::Whole(contents),
+        SERVER_DEVICE,
+    )?;
     Ok(true)
 }
 

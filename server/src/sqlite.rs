@@ -1,20 +1,46 @@
 //! The embedded store: one SQLite file under `--data`, WAL mode so the admin commands
 //! (`report`, `enroll-code`, `device revoke`) can read and write while `serve` runs.
-//! One connection behind a mutex: SQLite has one writer anyway, and a province's
-//! load fits (see BENCHMARKS.md).
+//!
+//! Why it is shaped the way it is (docs/SCALING.md has the figures):
+//! - **One writer connection, group commit.** SQLite has one writer anyway, and with
+//!   `synchronous=FULL` every commit is an fsync. Sync requests that queue behind one
+//!   another join one open transaction, each in its own savepoint (a failing request
+//!   rolls back only itself), and the last of the queue commits for all: one fsync per
+//!   burst instead of one per request. No request is answered before its commit.
+//! - **Reader connections.** Token lookups, pages and reports read committed data on
+//!   their own connections, never waiting for a writer or seeing an open batch.
+//! - **Snapshots every few changes.** A push appends its changes to the log; the
+//!   document's snapshot is re-saved only when the tail since it grows past a bound,
+//!   and loading is snapshot + tail. With the document cache (`doc_cache.rs`) a roll
+//!   call costs its own bytes, not its part's.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use automerge::{Automerge, Change};
 use rusqlite::{params, Connection, OptionalExtension};
 use sync_core::docs::{Contents, DocId};
 use sync_core::report::CourseRows;
 
+use crate::doc_cache::DocCache;
 use crate::store::{
-    AccountRow, CadreFacts, CertificateRow, CourseListRow, DeviceRow, DocTx, MarkCounts, PeriodCourse, PeriodTrainee,
-    RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
+    AccountRow, CadreFacts, CertificateRow, Contact, CourseListRow, DeviceRow, DocTx, MarkCounts, PeriodCourse,
+    PeriodTrainee, Projection, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
 };
+
+/// Changes logged after a document's snapshot before it is saved again (and at most as
+/// many bytes as the snapshot itself, or [`TAIL_MIN_BYTES`]).
+const TAIL_CHANGES: i64 = 48;
+const TAIL_MIN_BYTES: i64 = 16 * 1024;
+/// Requests one group transaction takes at most, and the longest it stays open: bounds
+/// what one failed commit can cost and how long a queued request waits for its answer.
+const BATCH_REQUESTS: usize = 64;
+const BATCH_OPEN: Duration = Duration::from_millis(50);
+/// Reader connections beside the writer.
+const READERS: usize = 3;
 
 /// Migrations, in order, each a list of SQL batches; shipped ones are never edited.
 const MIGRATIONS: &[&[&str]] = &[&[
@@ -72,10 +98,108 @@ const MIGRATIONS: &[&[&str]] = &[&[
         "CREATE INDEX p_marks_report ON p_marks(course_id, cadre_id, status);
          CREATE INDEX p_sessions_date ON p_sessions(date, course_id);",
     ],
+    // 6: snapshots every few changes: the change sequence a document's snapshot covers,
+    // and the changes and bytes logged after it. Existing snapshots cover everything.
+    &["ALTER TABLE docs ADD COLUMN snapshot_seq INTEGER NOT NULL DEFAULT 0;
+       ALTER TABLE docs ADD COLUMN tail_changes INTEGER NOT NULL DEFAULT 0;
+       ALTER TABLE docs ADD COLUMN tail_bytes INTEGER NOT NULL DEFAULT 0;
+       UPDATE docs SET snapshot_seq = updated_seq;"],
 ];
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    /// Signalled when a group transaction ends (committed or failed).
+    batch_done: Condvar,
+    /// Sync requests waiting for the writer: while there are any, a request leaves the
+    /// commit to the last of them.
+    queued: AtomicUsize,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+/// The writer connection and what lives with it.
+struct Writer {
+    conn: Connection,
+    cache: DocCache,
+    /// Documents stored by requests of the open batch, as they left them: the cache's
+    /// once the batch commits, dropped if it fails.
+    uncommitted: HashMap<String, (i64, Automerge)>,
+    batch: Option<Batch>,
+    next_batch: u64,
+    /// The last batch that ended, and the recent ones whose commit failed (with why).
+    done: u64,
+    failed: VecDeque<(u64, String)>,
+    stats: WriteStats,
+}
+
+/// What the group commit has done since the store was opened (for `/metrics` and the
+/// tests): transactions committed, and the sync requests they carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub commits: u64,
+    pub requests: u64,
+}
+
+struct Batch {
+    id: u64,
+    requests: usize,
+    opened: Instant,
+}
+
+impl Writer {
+    /// Ends the open batch, if any: commits it (its documents join the cache) or, when
+    /// the commit fails, rolls it back and remembers the failure for its requests.
+    fn end_batch(&mut self) -> Result<(), String> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        self.done = batch.id;
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                self.stats.commits += 1;
+                self.stats.requests += batch.requests as u64;
+                for (key, (seq, doc)) in self.uncommitted.drain() {
+                    self.cache.put(key, seq, doc);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.uncommitted.clear();
+                self.cache.clear();
+                let msg = format!("database: {e}");
+                self.failed.push_back((batch.id, msg.clone()));
+                while self.failed.len() > 64 {
+                    self.failed.pop_front();
+                }
+                Err(msg)
+            }
+        }
+    }
+
+    fn outcome(&self, batch: u64) -> Result<(), String> {
+        match self.failed.iter().find(|(id, _)| *id == batch) {
+            Some((_, msg)) => Err(msg.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The writer connection for a write outside the sync path (admin commands, pages):
+/// any open batch is committed first, so the write runs on its own.
+pub struct WriterGuard<'a>(MutexGuard<'a, Writer>);
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0.conn
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0.conn
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -84,38 +208,64 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, batches) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        for sql in *batches {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 impl SqliteStore {
     pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
-        let mut conn = Connection::open(dir.join("diemdanh.sqlite"))?;
+        let path = dir.join("diemdanh.sqlite");
+        let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, batches) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
-            for sql in *batches {
-                tx.execute_batch(sql)?;
-            }
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        migrate(&mut conn)?;
+        let mut readers = Vec::new();
+        for _ in 0..READERS {
+            let r = Connection::open(&path)?;
+            r.busy_timeout(std::time::Duration::from_secs(30))?;
+            r.pragma_update(None, "query_only", true)?;
+            readers.push(Mutex::new(r));
         }
-        tx.commit()?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore::with(conn, readers))
     }
 
     /// A scratch store in memory, with the same schema: what `reports::asof` rebuilds
-    /// the documents of a past date into.
+    /// the documents of a past date into. It has no reader connections (a memory
+    /// database is private to its connection): reads go to the writer.
     pub fn open_in_memory() -> StoreResult<SqliteStore> {
         let mut conn = Connection::open_in_memory()?;
-        let tx = conn.transaction()?;
-        for batches in MIGRATIONS {
-            for sql in *batches {
-                tx.execute_batch(sql)?;
-            }
+        migrate(&mut conn)?;
+        Ok(SqliteStore::with(conn, Vec::new()))
+    }
+
+    fn with(conn: Connection, readers: Vec<Mutex<Connection>>) -> SqliteStore {
+        SqliteStore {
+            writer: Mutex::new(Writer {
+                conn,
+                cache: DocCache::default(),
+                uncommitted: HashMap::new(),
+                batch: None,
+                next_batch: 1,
+                done: 0,
+                failed: VecDeque::new(),
+                stats: WriteStats::default(),
+            }),
+            batch_done: Condvar::new(),
+            queued: AtomicUsize::new(0),
+            readers,
+            next_reader: AtomicUsize::new(0),
         }
-        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
-        tx.commit()?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
     /// Rewrites the projection rows of many documents in one transaction (the as-of
@@ -140,10 +290,63 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (the transaction is
-        // rolled back on drop), so a poisoned lock is safe to take over.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic while holding the lock leaves SQLite consistent (an open batch is
+        // committed or rolled back by the next holder), so a poisoned lock is safe to
+        // take over.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer connection, with no batch open on it.
+    fn conn(&self) -> WriterGuard<'_> {
+        let mut w = self.lock_writer();
+        if w.batch.is_some() {
+            // Its requests learn the outcome from `failed`; this write goes on alone.
+            let _ = w.end_batch();
+            self.batch_done.notify_all();
+        }
+        WriterGuard(w)
+    }
+
+    /// A connection for reading committed data: a free reader, else the next one in
+    /// turn (the writer for a memory store).
+    fn reader(&self) -> ReadGuard<'_> {
+        if self.readers.is_empty() {
+            return ReadGuard::Writer(self.conn());
+        }
+        for r in &self.readers {
+            if let Ok(g) = r.try_lock() {
+                return ReadGuard::Reader(g);
+            }
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        ReadGuard::Reader(self.readers[i].lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn write_stats(&self) -> WriteStats {
+        self.lock_writer().stats
+    }
+
+    /// Drops cached documents unused for a while (`serve` calls it when idle).
+    pub fn trim_cache(&self) {
+        if let Ok(mut w) = self.writer.try_lock() {
+            w.cache.trim(crate::doc_cache::IDLE);
+        }
+    }
+}
+
+enum ReadGuard<'a> {
+    Reader(MutexGuard<'a, Connection>),
+    Writer(WriterGuard<'a>),
+}
+
+impl std::ops::Deref for ReadGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            ReadGuard::Reader(g) => g,
+            ReadGuard::Writer(g) => g,
+        }
     }
 }
 
@@ -179,7 +382,13 @@ const DEVICE_COLS: &str =
     "id, unit, actor, app_version, created_at, revoked_at, last_sync_at, pending_reported, bytes_up, bytes_down, last_cursor";
 
 struct SqliteTx<'a> {
-    tx: rusqlite::Transaction<'a>,
+    conn: &'a Connection,
+    cache: &'a mut DocCache,
+    uncommitted: &'a mut HashMap<String, (i64, Automerge)>,
+    /// Documents this request stored, by the sequence they were stored at.
+    stored: HashMap<String, i64>,
+    /// Documents handed back by [`DocTx::keep`]: the batch's once this request succeeds.
+    kept: Vec<(String, i64, Automerge)>,
 }
 
 fn now() -> i64 {
@@ -189,20 +398,70 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-impl DocTx for SqliteTx<'_> {
-    fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
-        let row: Option<(Vec<u8>, i64, i64)> = self
-            .tx
-            .query_row(
-                "SELECT snapshot, created_seq, updated_seq FROM docs WHERE doc_id = ?1",
-                [id.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+impl SqliteTx<'_> {
+    /// The document as of `seq` if memory has it: this request's own version first, then
+    /// the open batch's, then the committed cache; each only for the state the row says.
+    /// Taken out when the caller will change it, else a copy.
+    fn in_memory(&mut self, key: &str, seq: i64, take: bool) -> Option<Automerge> {
+        if let Some(i) = self.kept.iter().position(|(k, s, _)| k == key && *s == seq) {
+            return Some(if take {
+                self.kept.remove(i).2
+            } else {
+                self.kept[i].2.clone()
+            });
+        }
+        match self.uncommitted.get(key) {
+            Some((s, _)) if *s != seq => {
+                self.uncommitted.remove(key);
+            }
+            Some(_) if take => return self.uncommitted.remove(key).map(|(_, d)| d),
+            Some((_, d)) => return Some(d.clone()),
+            None => {}
+        }
+        self.cache.get(key, seq, take)
+    }
+
+    /// The bytes of a stored document: its snapshot and the changes logged after it.
+    fn bytes(&self, key: &str, snapshot_seq: i64, updated_seq: i64) -> StoreResult<Vec<u8>> {
+        let mut bytes: Vec<u8> = self
+            .conn
+            .prepare_cached("SELECT snapshot FROM docs WHERE doc_id = ?1")?
+            .query_row([key], |r| r.get(0))?;
+        if updated_seq > snapshot_seq {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT data FROM changes WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")?;
+            let mut rows = stmt.query(params![key, snapshot_seq])?;
+            while let Some(row) = rows.next()? {
+                bytes.extend_from_slice(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
+            }
+        }
+        Ok(bytes)
+    }
+
+    fn load_doc(&mut self, id: &DocId, for_update: bool) -> StoreResult<Option<StoredDoc>> {
+        let key = id.to_string();
+        let row: Option<(i64, i64, i64)> = self
+            .conn
+            .prepare_cached("SELECT created_seq, updated_seq, snapshot_seq FROM docs WHERE doc_id = ?1")?
+            .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
-        let Some((snapshot, created_seq, updated_seq)) = row else {
+        let Some((created_seq, updated_seq, snapshot_seq)) = row else {
             return Ok(None);
         };
-        let doc = Automerge::load(&snapshot)?;
+        let doc = self.in_memory(&key, updated_seq, for_update);
+        // A document about to be changed needs no bytes (the caller only merges into
+        // it); one read for sending does.
+        let snapshot = if for_update && doc.is_some() {
+            Vec::new()
+        } else {
+            self.bytes(&key, snapshot_seq, updated_seq)?
+        };
+        let doc = match doc {
+            Some(d) => d,
+            None => Automerge::load(&snapshot)?,
+        };
+        self.stored.entry(key).or_insert(updated_seq);
         Ok(Some(StoredDoc {
             doc,
             snapshot,
@@ -210,20 +469,34 @@ impl DocTx for SqliteTx<'_> {
             updated_seq,
         }))
     }
+}
+
+impl DocTx for SqliteTx<'_> {
+    fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
+        self.load_doc(id, false)
+    }
+
+    /// `snapshot` is empty when the document came from memory: the caller changes it
+    /// and never sends those bytes.
+    fn load_for_update(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>> {
+        self.load_doc(id, true)
+    }
 
     fn store(
         &mut self,
         id: &DocId,
         doc: &Automerge,
         new_changes: &[Change],
-        contents: &Contents,
+        projection: &Projection,
         device: &str,
     ) -> StoreResult<()> {
         let key = id.to_string();
         let received = now();
         let mut last_seq = None;
+        let mut logged = 0i64;
+        let mut logged_bytes = 0i64;
         {
-            let mut stmt = self.tx.prepare_cached(
+            let mut stmt = self.conn.prepare_cached(
                 "INSERT OR IGNORE INTO changes (doc_id, hash, actor, device_id, time, received_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for c in new_changes {
@@ -237,22 +510,75 @@ impl DocTx for SqliteTx<'_> {
                     c.raw_bytes()
                 ])? > 0
                 {
-                    last_seq = Some(self.tx.last_insert_rowid());
+                    last_seq = Some(self.conn.last_insert_rowid());
+                    logged += 1;
+                    logged_bytes += c.raw_bytes().len() as i64;
                 }
             }
         }
         let Some(seq) = last_seq else { return Ok(()) };
-        self.tx.execute(
-            "INSERT INTO docs (doc_id, kind, unit, course_id, snapshot, created_seq, updated_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-             ON CONFLICT(doc_id) DO UPDATE SET snapshot = excluded.snapshot, updated_seq = excluded.updated_seq",
-            params![key, id.kind.as_str(), id.unit.to_string(), id.course, doc.save(), seq],
+        let tail: Option<(i64, i64, i64)> = self
+            .conn
+            .prepare_cached("SELECT tail_changes, tail_bytes, length(snapshot) FROM docs WHERE doc_id = ?1")?
+            .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        match tail {
+            Some((changes, bytes, snapshot))
+                if changes + logged <= TAIL_CHANGES && bytes + logged_bytes <= snapshot.max(TAIL_MIN_BYTES) =>
+            {
+                self.conn.execute(
+                    "UPDATE docs SET updated_seq = ?2, tail_changes = tail_changes + ?3, tail_bytes = tail_bytes + ?4
+                     WHERE doc_id = ?1",
+                    params![key, seq, logged, logged_bytes],
+                )?;
+            }
+            _ => {
+                self.conn.execute(
+                    "INSERT INTO docs (doc_id, kind, unit, course_id, snapshot, created_seq, updated_seq, snapshot_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)
+                     ON CONFLICT(doc_id) DO UPDATE SET snapshot = excluded.snapshot, updated_seq = excluded.updated_seq,
+                       snapshot_seq = excluded.updated_seq, tail_changes = 0, tail_bytes = 0",
+                    params![key, id.kind.as_str(), id.unit.to_string(), id.course, doc.save(), seq],
+                )?;
+            }
+        }
+        match projection {
+            Projection::Whole(contents) => sync_core::projection::write(self.conn, id, contents, true)?,
+            Projection::Marks { entries, removed } => {
+                sync_core::projection::write_marks(self.conn, id, entries, removed)?
+            }
+        }
+        self.stored.insert(key, seq);
+        Ok(())
+    }
+
+    fn keep(&mut self, id: &DocId, doc: Automerge) {
+        let key = id.to_string();
+        if let Some(seq) = self.stored.get(&key) {
+            self.kept.push((key, *seq, doc));
+        }
+    }
+
+    fn record_contact(&mut self, c: &Contact<'_>) -> StoreResult<()> {
+        self.conn.execute(
+            "UPDATE devices SET last_sync_at = ?2, pending_reported = ?3, app_version = ?4,
+               bytes_up = bytes_up + ?5, bytes_down = bytes_down + ?6, last_cursor = MAX(last_cursor, ?7)
+             WHERE id = ?1",
+            params![
+                c.device_id,
+                c.now,
+                c.pending,
+                c.app_version,
+                c.bytes_up,
+                c.bytes_down,
+                c.cursor
+            ],
         )?;
-        sync_core::projection::write(&self.tx, id, contents, true)?;
         Ok(())
     }
 
     fn refuse(&mut self, device: &str, doc: &str, reason: &str, data: &[u8]) -> StoreResult<()> {
-        self.tx.execute(
+        self.conn.execute(
             "INSERT INTO refusals (device_id, doc_id, reason, at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![device, doc, reason, now(), data],
         )?;
@@ -262,7 +588,7 @@ impl DocTx for SqliteTx<'_> {
     fn changed_since(&mut self, units: &[String], cursor: i64) -> StoreResult<Vec<(String, i64, i64)>> {
         let mut out = Vec::new();
         let mut stmt = self
-            .tx
+            .conn
             .prepare_cached("SELECT doc_id, created_seq, updated_seq FROM docs WHERE unit = ?1 AND updated_seq > ?2")?;
         for unit in units {
             let rows = stmt.query_map(params![unit, cursor], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -276,7 +602,7 @@ impl DocTx for SqliteTx<'_> {
 
     fn changes_since(&mut self, id: &str, cursor: i64) -> StoreResult<Vec<u8>> {
         let mut stmt = self
-            .tx
+            .conn
             .prepare_cached("SELECT data FROM changes WHERE doc_id = ?1 AND seq > ?2 ORDER BY seq")?;
         let mut out = Vec::new();
         for data in stmt.query_map(params![id, cursor], |r| r.get::<_, Vec<u8>>(0))? {
@@ -287,12 +613,16 @@ impl DocTx for SqliteTx<'_> {
 
     fn max_seq(&mut self) -> StoreResult<i64> {
         Ok(self
-            .tx
+            .conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?)
     }
 }
 
 impl Store for SqliteStore {
+    fn maintain(&self) {
+        self.trim_cache();
+    }
+
     fn create_enroll_code(&self, unit: &str, code_hash: &str, expires_at: i64) -> StoreResult<()> {
         self.conn().execute(
             "INSERT INTO enroll_codes (code_hash, unit, expires_at) VALUES (?1, ?2, ?3)",
@@ -344,7 +674,7 @@ impl Store for SqliteStore {
 
     fn device_by_token(&self, token_hash: &str) -> StoreResult<Option<DeviceRow>> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 &format!("SELECT {DEVICE_COLS} FROM devices WHERE token_hash = ?1"),
                 [token_hash],
@@ -355,7 +685,7 @@ impl Store for SqliteStore {
 
     fn device_by_id(&self, device_id: &str) -> StoreResult<Option<(DeviceRow, String)>> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 &format!("SELECT {DEVICE_COLS}, token_hash FROM devices WHERE id = ?1"),
                 [device_id],
@@ -444,7 +774,7 @@ impl Store for SqliteStore {
     }
 
     fn certificates(&self, course_id: &str) -> StoreResult<Vec<CertificateRow>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT number, course_id, cadre_id, unit, year, seq, issued_at FROM certificates
              WHERE course_id = ?1 ORDER BY unit, year, seq",
@@ -461,7 +791,7 @@ impl Store for SqliteStore {
     }
 
     fn devices(&self) -> StoreResult<Vec<DeviceRow>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY unit, id"))?;
         let rows = stmt.query_map([], device_row)?.collect::<Result<_, _>>()?;
         Ok(rows)
@@ -484,21 +814,122 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    /// Group commit (module docs): the request runs in a savepoint of the open batch;
+    /// the last request of a queue commits, the others wait for that commit.
     fn write(&self, f: &mut dyn FnMut(&mut dyn DocTx) -> StoreResult<()>) -> StoreResult<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut t = SqliteTx { tx };
-        f(&mut t)?;
-        t.tx.commit()?;
-        Ok(())
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let mut w = self.lock_writer();
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        if w.batch.is_none() {
+            w.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let id = w.next_batch;
+            w.next_batch += 1;
+            w.batch = Some(Batch {
+                id,
+                requests: 0,
+                opened: Instant::now(),
+            });
+        }
+        // Outer error: the savepoint itself failed; the batch is ended for everyone.
+        let outcome: Result<StoreResult<()>, rusqlite::Error> = (|| {
+            let Writer {
+                conn,
+                cache,
+                uncommitted,
+                ..
+            } = &mut *w;
+            conn.execute_batch("SAVEPOINT sync_request")?;
+            let mut t = SqliteTx {
+                conn,
+                cache,
+                uncommitted,
+                stored: HashMap::new(),
+                kept: Vec::new(),
+            };
+            let result = f(&mut t);
+            let (stored, kept) = (t.stored, t.kept);
+            match result {
+                Ok(()) => {
+                    conn.execute_batch("RELEASE sync_request")?;
+                    for (key, seq, doc) in kept {
+                        uncommitted.insert(key, (seq, doc));
+                    }
+                    Ok(Ok(()))
+                }
+                Err(e) => {
+                    // What this request loaded or stored may not be what the batch holds.
+                    for key in stored.keys() {
+                        uncommitted.remove(key);
+                        cache.remove(key);
+                    }
+                    conn.execute_batch("ROLLBACK TO sync_request; RELEASE sync_request")?;
+                    Ok(Err(e))
+                }
+            }
+        })();
+        let result = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = w.end_batch();
+                drop(w);
+                self.batch_done.notify_all();
+                return Err(e.into());
+            }
+        };
+        let Some(batch) = w.batch.as_mut() else {
+            return result;
+        };
+        if result.is_ok() {
+            batch.requests += 1;
+        }
+        let mine = batch.id;
+        let full = batch.requests >= BATCH_REQUESTS || batch.opened.elapsed() >= BATCH_OPEN;
+        if self.queued.load(Ordering::SeqCst) == 0 || full {
+            let committed = w.end_batch();
+            drop(w);
+            self.batch_done.notify_all();
+            result?;
+            return committed.map_err(StoreError::Other);
+        }
+        // Someone is queued behind us and will commit (or hand on to the next); wait for
+        // the batch to end. Bounded: past the deadline, end it ourselves.
+        let deadline = Instant::now() + BATCH_OPEN * 20;
+        loop {
+            if w.done >= mine {
+                let outcome = w.outcome(mine);
+                drop(w);
+                result?;
+                return outcome.map_err(StoreError::Other);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let outcome = if w.batch.as_ref().map(|b| b.id) == Some(mine) {
+                    w.end_batch()
+                } else {
+                    w.outcome(mine)
+                };
+                drop(w);
+                self.batch_done.notify_all();
+                result?;
+                return outcome.map_err(StoreError::Other);
+            }
+            w = self
+                .batch_done
+                .wait_timeout(w, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 
     fn course_rows(&self, course_id: &str) -> StoreResult<Option<CourseRows>> {
-        Ok(sync_core::projection::course_rows(&self.conn(), course_id)?)
+        let conn = self.reader();
+        // One read transaction: the four reads see one state, whatever commits meanwhile.
+        let tx = conn.unchecked_transaction()?;
+        Ok(sync_core::projection::course_rows(&tx, course_id)?)
     }
 
     fn courses(&self) -> StoreResult<Vec<CourseListRow>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT c.id, c.unit, c.title,
                (SELECT COUNT(*) FROM p_sessions s WHERE s.course_id = c.id),
@@ -524,7 +955,7 @@ impl Store for SqliteStore {
     }
 
     fn refusals(&self) -> StoreResult<Vec<RefusalRow>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare("SELECT id, device_id, doc_id, reason, at FROM refusals ORDER BY id DESC LIMIT 500")?;
         let rows = stmt
@@ -542,7 +973,7 @@ impl Store for SqliteStore {
     }
 
     fn counts(&self) -> StoreResult<Vec<(String, i64)>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut out = Vec::new();
         for (name, sql) in [
             ("devices", "SELECT COUNT(*) FROM devices"),
@@ -580,7 +1011,7 @@ impl Store for SqliteStore {
 
     fn account(&self, name: &str) -> StoreResult<Option<AccountRow>> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT name, unit, password_hash FROM accounts WHERE name = ?1",
                 [name],
@@ -601,7 +1032,7 @@ impl Store for SqliteStore {
 
     fn web_session(&self, token_hash: &str, now: i64) -> StoreResult<Option<AccountRow>> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT a.name, a.unit, a.password_hash FROM web_sessions s JOIN accounts a ON a.name = s.account
                  WHERE s.token_hash = ?1 AND s.expires_at > ?2",
@@ -617,7 +1048,7 @@ impl Store for SqliteStore {
         Ok(())
     }
     fn period_courses(&self, from: &str, to: &str) -> StoreResult<Vec<PeriodCourse>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT c.id, c.unit, c.title, c.min_ratio, c.excused_counts, c.programme, COUNT(*),
                SUM(CASE WHEN s.date >= ?1 AND s.date <= ?2 THEN 1 ELSE 0 END), MIN(s.date), MAX(s.date)
@@ -646,7 +1077,7 @@ impl Store for SqliteStore {
     }
 
     fn period_trainees(&self, courses: &[PeriodCourse], from: &str, to: &str) -> StoreResult<Vec<PeriodTrainee>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut enrolled = conn.prepare_cached(
             "SELECT e.cadre_id, c.id IS NOT NULL, c.gender, c.birth_year, c.ethnicity, c.category, c.qualification,
                c.theory_level
@@ -723,7 +1154,7 @@ impl Store for SqliteStore {
     }
 
     fn changes_until(&self, until: i64) -> StoreResult<Vec<(String, Vec<u8>)>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare("SELECT doc_id, data FROM changes WHERE received_at <= ?1 ORDER BY seq")?;
         let rows = stmt
             .query_map([until], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -739,4 +1170,71 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
         unit: r.get(1)?,
         password_hash: r.get(2)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+
+    #[test]
+    fn queued_requests_share_commits_and_keep_their_own_outcome() {
+        const THREADS: usize = 12;
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store.write(&mut |tx| {
+                        tx.refuse(&format!("dev-{i}"), "doc", "why", b"x")?;
+                        // Long enough that the others queue behind this request.
+                        std::thread::sleep(Duration::from_millis(5));
+                        if i == 5 {
+                            return Err(StoreError::Other("this request fails".into()));
+                        }
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        let outcomes: Vec<bool> = threads.into_iter().map(|t| t.join().expect("thread").is_ok()).collect();
+        for (i, ok) in outcomes.iter().enumerate() {
+            assert_eq!(*ok, i != 5, "request {i}");
+        }
+        // Read through a second handle: what was answered Ok is committed.
+        let other = SqliteStore::open(dir.path()).expect("open again");
+        let mut devices: Vec<String> = other
+            .refusals()
+            .expect("rows")
+            .into_iter()
+            .map(|r| r.device_id)
+            .collect();
+        devices.sort();
+        let mut expected: Vec<String> = (0..THREADS).filter(|i| *i != 5).map(|i| format!("dev-{i}")).collect();
+        expected.sort();
+        assert_eq!(devices, expected, "the failed request rolled back alone");
+        let stats = store.write_stats();
+        assert_eq!(stats.requests, THREADS as u64 - 1);
+        assert!(
+            stats.commits < stats.requests,
+            "queued requests shared commits: {stats:?}"
+        );
+    }
+
+    #[test]
+    fn a_write_outside_the_sync_path_commits_an_open_batch_first() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        store
+            .write(&mut |tx| tx.refuse("dev-1", "doc", "why", b"x"))
+            .expect("write");
+        // An admin write right after: its own transaction works, and both are there.
+        store.revoke_device("nobody", 1).expect("revoke");
+        store.create_enroll_code("2025:03434", "h", 10).expect("code");
+        assert_eq!(store.refusals().expect("rows").len(), 1);
+    }
 }

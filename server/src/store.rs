@@ -4,7 +4,7 @@
 
 use automerge::{Automerge, Change};
 use serde::Serialize;
-use sync_core::docs::{Contents, DocId};
+use sync_core::docs::{Contents, DocId, MarkEntry};
 use sync_core::report::CourseRows;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,8 @@ pub enum RedeemError {
 #[derive(Debug)]
 pub struct StoredDoc {
     pub doc: Automerge,
+    /// Bytes that load into `doc`: the last saved snapshot, followed by the change
+    /// chunks logged after it (the store saves a snapshot only every few changes).
     pub snapshot: Vec<u8>,
     pub created_seq: i64,
     pub updated_seq: i64,
@@ -172,6 +174,34 @@ pub struct PeriodTrainee {
     pub marks: MarkCounts,
 }
 
+/// The projection rows a stored change rewrites.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived, one per stored document
+pub enum Projection {
+    /// Every row of the document, from its whole contents (rosters and courses: small).
+    Whole(Contents),
+    /// Only what a push touched in an attendance document: the marks written (every
+    /// concurrent value, for conflicts) and the (session, trainee) keys deleted. The
+    /// rest of the part was checked and projected when it arrived.
+    Marks {
+        entries: Vec<MarkEntry>,
+        removed: Vec<(String, String)>,
+    },
+}
+
+/// What a device reported and moved in one sync, for the devices page.
+#[derive(Debug, Clone)]
+pub struct Contact<'a> {
+    pub device_id: &'a str,
+    pub now: i64,
+    pub pending: i64,
+    pub app_version: &'a str,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    /// The cursor the device was answered with (what a server bundle starts from).
+    pub cursor: i64,
+}
+
 /// One transaction of a sync exchange.
 pub trait DocTx {
     fn load(&mut self, id: &DocId) -> StoreResult<Option<StoredDoc>>;
@@ -182,15 +212,23 @@ pub trait DocTx {
         self.load(id)
     }
     /// Stores the document after `new_changes` were applied, logs each change with a new
-    /// sequence number and rewrites the document's projection rows.
+    /// sequence number and rewrites the document's projection rows as `projection` says.
     fn store(
         &mut self,
         id: &DocId,
         doc: &Automerge,
         new_changes: &[Change],
-        contents: &Contents,
+        projection: &Projection,
         device: &str,
     ) -> StoreResult<()>;
+    /// Hands back a document this transaction loaded and then stored, as it is now: a
+    /// backend may keep it in memory for the next push once the transaction commits, so a
+    /// roll call does not reload its whole part. Others drop it.
+    fn keep(&mut self, id: &DocId, doc: Automerge) {
+        let _ = (id, doc);
+    }
+    /// Records a device's contact in this same transaction (one commit per sync).
+    fn record_contact(&mut self, contact: &Contact<'_>) -> StoreResult<()>;
     fn refuse(&mut self, device: &str, doc: &str, reason: &str, data: &[u8]) -> StoreResult<()>;
     /// Documents of these units changed after `cursor`: (doc id, created seq, updated seq),
     /// oldest update first.
@@ -201,6 +239,9 @@ pub trait DocTx {
 }
 
 pub trait Store: Send + Sync + 'static {
+    /// Housekeeping `serve` runs every few seconds: a backend drops what it holds in
+    /// memory and no longer needs (the embedded store's idle cached documents).
+    fn maintain(&self) {}
     fn create_enroll_code(&self, unit: &str, code_hash: &str, expires_at: i64) -> StoreResult<()>;
     fn redeem_enroll_code(
         &self,

@@ -5,14 +5,14 @@
 //! No state is kept between requests: the device's cursor and heads travel with each
 //! request, so any node can serve any request and a restart forgets nothing.
 
-use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
-use sync_core::docs::{self, Contents, DocId, DocKind};
+use automerge::{ActorId, ChangeHash, ReadDoc};
+use sync_core::docs::{self, DocId, DocKind};
 use sync_core::protocol::{
     hashes_from_wire, hashes_to_wire, pushed_heads, DocPush, DocResult, DocUpdate, Outcome, SyncRequest, SyncResponse,
 };
 use sync_core::units::{UnitKey, UnitTree};
 
-use crate::store::{DocTx, StoreResult};
+use crate::store::{DocTx, Projection, StoreResult};
 
 /// Bytes of document data per response before the rest is left for the next request.
 pub const RESPONSE_BUDGET: usize = 512 * 1024;
@@ -196,10 +196,10 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
             data,
         }));
     }
-    let mut candidate = match &stored {
-        Some(s) => s.doc.clone(),
-        None => Automerge::new(),
-    };
+    let existed = stored.is_some();
+    // The stored document itself, not a copy: on a refusal it is dropped (and reloaded
+    // by the next push), on success handed back to the store's cache (`DocTx::keep`).
+    let mut candidate = stored.map(|s| s.doc).unwrap_or_default();
     // The device's heads once it has pushed: those of its base and the changes sent.
     let Some(device_heads) = pushed_heads(&push.base, &push.data) else {
         return Ok(Err(Refusal::whole("the document data does not decode")));
@@ -238,17 +238,32 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
         }
         _ => None,
     };
-    let contents: Contents = match docs::read(&id, &candidate, course.as_ref()) {
-        Ok(c) => c,
-        Err(v) => {
-            return Ok(Err(Refusal {
-                reason: v.reason,
-                keys: v.keys,
-            }))
+    let refusal = |v: sync_core::error::SchemaViolation| Refusal {
+        reason: v.reason,
+        keys: v.keys,
+    };
+    let projection = if id.kind == DocKind::Attendance && existed {
+        // An attendance part already on the server was checked when it arrived: check
+        // and project only the keys these changes write (a roll call, not the part).
+        let keys = match docs::touched_keys(&new_changes) {
+            Ok(k) => k,
+            Err(v) => return Ok(Err(refusal(v))),
+        };
+        match docs::read_marks(&id, &candidate, course.as_ref(), keys.iter().map(String::as_str)) {
+            Ok(m) => Projection::Marks {
+                entries: m.entries,
+                removed: m.removed,
+            },
+            Err(v) => return Ok(Err(refusal(v))),
+        }
+    } else {
+        match docs::read(&id, &candidate, course.as_ref()) {
+            Ok(c) => Projection::Whole(c),
+            Err(v) => return Ok(Err(refusal(v))),
         }
     };
     if !new_changes.is_empty() {
-        tx.store(&id, &candidate, &new_changes, &contents, &peer.device_id)?;
+        tx.store(&id, &candidate, &new_changes, &projection, &peer.device_id)?;
     }
     let device_heads: Vec<ChangeHash> = hashes_from_wire(&device_heads);
     let known: Vec<ChangeHash> = device_heads
@@ -259,7 +274,7 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
     // When the server knows everything the device has, the device ends with the
     // server's heads once it merges `data`: no need to send them.
     let device_covered = known.len() == device_heads.len();
-    let data = if known.is_empty() && stored.is_some() {
+    let data = if known.is_empty() && existed {
         candidate.save()
     } else {
         let mut out = Vec::new();
@@ -268,13 +283,15 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
         }
         out
     };
+    let heads = if device_covered && !known.is_empty() {
+        Vec::new()
+    } else {
+        hashes_to_wire(&candidate.get_heads())
+    };
+    tx.keep(&id, candidate);
     Ok(Ok(DocResult {
         outcome: Outcome::Accepted,
-        heads: if device_covered && !known.is_empty() {
-            Vec::new()
-        } else {
-            hashes_to_wire(&candidate.get_heads())
-        },
+        heads,
         data,
     }))
 }

@@ -329,56 +329,112 @@ pub fn read(id: &DocId, doc: &Automerge, course: Option<&CourseDoc>) -> Result<C
             Ok(Contents::Course(course))
         }
         DocKind::Attendance => {
-            let mut marks = Vec::new();
-            let mut bad: Vec<String> = Vec::new();
-            let mut reasons: Vec<String> = Vec::new();
-            for key in doc.keys(ROOT) {
-                let Some(Key::Mark { session, cadre }) = parse_key(&key) else {
-                    return Err(SchemaViolation::at(&key, "unknown field in an attendance document"));
-                };
-                if let Some(course) = course {
-                    let problem = match course.sessions.get(session) {
-                        None => Some(format!("session {session} does not exist in this course")),
-                        Some(s) if s.part != id.part => {
-                            Some(format!("session {session} belongs to part {}, not {}", s.part, id.part))
-                        }
-                        Some(_) if !course.enrolments.contains_key(cadre) => {
-                            Some(format!("trainee {cadre} is not enrolled in this course"))
-                        }
-                        Some(_) => None,
-                    };
-                    if let Some(p) = problem {
-                        reasons.push(format!("{key}: {p}"));
-                        bad.push(key.clone());
-                        continue;
-                    }
-                }
-                let mut values = Vec::new();
-                for raw in values_at(doc, &key) {
-                    let m: Mark = decode(&key, &raw)?;
-                    m.check().map_err(|e| SchemaViolation::at(&key, e.0))?;
-                    values.push(m);
-                }
-                marks.push(MarkEntry {
-                    session: session.to_string(),
-                    cadre: cadre.to_string(),
-                    values,
-                });
-            }
-            if !bad.is_empty() {
-                let more = if reasons.len() > 3 {
-                    format!(" (and {} more)", reasons.len() - 3)
-                } else {
-                    String::new()
-                };
-                return Err(SchemaViolation {
-                    reason: format!("{}{more}", reasons[..reasons.len().min(3)].join("; ")),
-                    keys: bad,
-                });
-            }
-            Ok(Contents::Attendance(marks))
+            let keys: Vec<String> = doc.keys(ROOT).collect();
+            let marks = read_marks(id, doc, course, keys.iter().map(String::as_str))?;
+            Ok(Contents::Attendance(marks.entries))
         }
     }
+}
+
+/// Reads and checks only `keys` of an attendance document, as they stand in `doc`: the
+/// entries still there, and the (session, trainee) of the keys no longer there. What a
+/// push changed, when the rest of the document was checked when it arrived (the server's
+/// write path: a roll call costs its own marks, not the whole part).
+pub fn read_marks<'k>(
+    id: &DocId,
+    doc: &Automerge,
+    course: Option<&CourseDoc>,
+    keys: impl IntoIterator<Item = &'k str>,
+) -> Result<MarkChanges, SchemaViolation> {
+    let mut marks = Vec::new();
+    let mut removed = Vec::new();
+    let mut bad: Vec<String> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    for key in keys {
+        let Some(Key::Mark { session, cadre }) = parse_key(key) else {
+            return Err(SchemaViolation::at(key, "unknown field in an attendance document"));
+        };
+        let values = values_at(doc, key);
+        if values.is_empty() {
+            removed.push((session.to_string(), cadre.to_string()));
+            continue;
+        }
+        if let Some(course) = course {
+            let problem = match course.sessions.get(session) {
+                None => Some(format!("session {session} does not exist in this course")),
+                Some(s) if s.part != id.part => {
+                    Some(format!("session {session} belongs to part {}, not {}", s.part, id.part))
+                }
+                Some(_) if !course.enrolments.contains_key(cadre) => {
+                    Some(format!("trainee {cadre} is not enrolled in this course"))
+                }
+                Some(_) => None,
+            };
+            if let Some(p) = problem {
+                reasons.push(format!("{key}: {p}"));
+                bad.push(key.to_string());
+                continue;
+            }
+        }
+        let mut entry = Vec::new();
+        for raw in values {
+            let m: Mark = decode(key, &raw)?;
+            m.check().map_err(|e| SchemaViolation::at(key, e.0))?;
+            entry.push(m);
+        }
+        marks.push(MarkEntry {
+            session: session.to_string(),
+            cadre: cadre.to_string(),
+            values: entry,
+        });
+    }
+    if !bad.is_empty() {
+        let more = if reasons.len() > 3 {
+            format!(" (and {} more)", reasons.len() - 3)
+        } else {
+            String::new()
+        };
+        return Err(SchemaViolation {
+            reason: format!("{}{more}", reasons[..reasons.len().min(3)].join("; ")),
+            keys: bad,
+        });
+    }
+    Ok(MarkChanges {
+        entries: marks,
+        removed,
+    })
+}
+
+/// Some keys of an attendance document read out: the entries there, and the
+/// (session, trainee) of the keys no longer there.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MarkChanges {
+    pub entries: Vec<MarkEntry>,
+    pub removed: Vec<(String, String)>,
+}
+
+/// The root keys the changes write or delete, or Err with the first change that touches
+/// anything but the root map (no document of ours has a nested object).
+pub fn touched_keys<'c>(
+    changes: impl IntoIterator<Item = &'c automerge::Change>,
+) -> Result<BTreeSet<String>, SchemaViolation> {
+    let mut keys = BTreeSet::new();
+    for change in changes {
+        for op in change.decode().operations {
+            match (&op.obj, &op.key) {
+                (automerge::legacy::ObjectId::Root, automerge::legacy::Key::Map(k)) => {
+                    keys.insert(k.to_string());
+                }
+                _ => {
+                    return Err(SchemaViolation {
+                        reason: format!("change {} writes inside a nested object", change.hash()),
+                        keys: vec![],
+                    })
+                }
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// Reads a course document, for callers that need only that.

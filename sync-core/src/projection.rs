@@ -8,7 +8,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::docs::{Contents, DocId};
+use crate::docs::{Contents, DocId, MarkEntry};
 use crate::model::Mark;
 use crate::report::{CourseRows, EvaluationRow, MarkInput, SessionRow, TraineeRow};
 
@@ -144,6 +144,31 @@ pub fn write(conn: &Connection, id: &DocId, contents: &Contents, sensitive: bool
                 upsert_mark(conn, cid, &m.session, &m.cadre, cur, conflict.as_deref(), &key)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Rewrites only the rows of `entries` and deletes those of `removed` (session, trainee):
+/// what one push changed in an attendance part (the server's write path).
+pub fn write_marks(
+    conn: &Connection,
+    id: &DocId,
+    entries: &[MarkEntry],
+    removed: &[(String, String)],
+) -> rusqlite::Result<()> {
+    let Some(cid) = &id.course else { return Ok(()) };
+    let key = id.to_string();
+    for m in entries {
+        let Some(cur) = m.current() else { continue };
+        let conflict = m.conflict_statuses();
+        let conflict =
+            (!conflict.is_empty()).then(|| conflict.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","));
+        upsert_mark(conn, cid, &m.session, &m.cadre, cur, conflict.as_deref(), &key)?;
+    }
+    let mut stmt =
+        conn.prepare_cached("DELETE FROM p_marks WHERE course_id = ?1 AND session_id = ?2 AND cadre_id = ?3")?;
+    for (session, cadre) in removed {
+        stmt.execute(params![cid, session, cadre])?;
     }
     Ok(())
 }

@@ -15,3 +15,4 @@ mod simulation;
 mod store_suite;
 mod sync_and_conflicts;
 mod tls;
+mod write_path;

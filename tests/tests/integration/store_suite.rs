@@ -111,7 +111,15 @@ fn actor(n: u8) -> ActorId {
 fn store_doc(store: &dyn Store, id: &DocId, doc: &Automerge, course: Option<&CourseDoc>) {
     let contents = docs::read(id, doc, course).expect("valid document");
     store
-        .write(&mut |tx| tx.store(id, doc, &doc.get_changes(&[]), &contents, "dev-1"))
+        .write(&mut |tx| {
+            tx.store(
+                id,
+                doc,
+                &doc.get_changes(&[]),
+                &diemdanh_server::store::Projection::Whole(contents.clone()),
+                "dev-1",
+            )
+        })
         .expect("store");
 }
 
@@ -442,7 +450,13 @@ fn a_failed_transaction_leaves_nothing(b: &Backend) {
     let (id, doc, _) = roster(&unit(NAM_HANG), &["Lò Thị Hoa"]);
     let contents = docs::read(&id, &doc, None).expect("valid");
     let r = store.write(&mut |tx| {
-        tx.store(&id, &doc, &doc.get_changes(&[]), &contents, "dev-1")?;
+        tx.store(
+            &id,
+            &doc,
+            &doc.get_changes(&[]),
+            &diemdanh_server::store::Projection::Whole(contents.clone()),
+            "dev-1",
+        )?;
         tx.refuse("dev-1", "roster:x", "a reason", b"data")?;
         Err(StoreError::Other("the request failed half way".into()))
     });
@@ -604,7 +618,13 @@ fn two_nodes_writing_one_document_lose_no_change(b: &Backend) {
                     let contents = docs::read(&id, &doc, None).map_err(|e| StoreError::Other(e.reason))?;
                     // Widen the window in which a lost update would happen.
                     std::thread::sleep(Duration::from_millis(20));
-                    tx.store(&id, &doc, &new, &contents, "dev")
+                    tx.store(
+                        &id,
+                        &doc,
+                        &new,
+                        &diemdanh_server::store::Projection::Whole(contents.clone()),
+                        "dev",
+                    )
                 })
                 .expect("write")
             })
@@ -651,7 +671,13 @@ fn a_cursor_never_skips_a_change_committed_late(b: &Backend) {
                     let (id, doc, _) = course(&u, &format!("Lớp {w}-{i}"), 1, &[]);
                     let contents = docs::read(&id, &doc, None).expect("valid");
                     node.write(&mut |tx| {
-                        tx.store(&id, &doc, &doc.get_changes(&[]), &contents, "dev")?;
+                        tx.store(
+                            &id,
+                            &doc,
+                            &doc.get_changes(&[]),
+                            &diemdanh_server::store::Projection::Whole(contents.clone()),
+                            "dev",
+                        )?;
                         // Read the sequence (as a sync does before it answers), then
                         // commit late: the transaction holds on after its numbers exist.
                         tx.max_seq()?;
