@@ -825,7 +825,12 @@ fn serve(
     demo: Option<crate::demo::Scale>,
     tls: Option<(PathBuf, PathBuf)>,
 ) -> anyhow_like::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Store work runs on blocking threads; the embedded store has one writer, so more
+    // threads than this would only wait on it, each with its own stack and malloc arena.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()?;
     // Checked before the store is touched: a bad certificate path fails at once.
     let tls = match &tls {
         Some((cert, key)) => Some(rt.block_on(crate::tls::load(cert, key))?),

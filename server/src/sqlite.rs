@@ -559,6 +559,40 @@ impl DocTx for SqliteTx<'_> {
         }
     }
 
+    fn course_outline(&mut self, course: &DocId) -> StoreResult<Option<sync_core::docs::CourseDoc>> {
+        let Some(cid) = &course.course else { return Ok(None) };
+        let doc: Option<String> = self
+            .conn
+            .prepare_cached("SELECT doc_id FROM p_courses WHERE id = ?1")?
+            .query_row([cid], |r| r.get(0))
+            .optional()?;
+        if doc.as_deref() != Some(course.to_string().as_str()) {
+            return Ok(None);
+        }
+        let mut outline = sync_core::docs::CourseDoc::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, date, part FROM p_sessions WHERE course_id = ?1")?;
+        for row in stmt.query_map([cid], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, i64>(2)?)))? {
+            let (id, date, part) = row?;
+            let session = sync_core::model::Session {
+                date,
+                half_day: None,
+                periods: None,
+                topic: None,
+                part: u32::try_from(part).unwrap_or(u32::MAX),
+            };
+            outline.sessions.insert(id, session);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT cadre_id FROM p_enrolments WHERE course_id = ?1")?;
+        for cadre in stmt.query_map([cid], |r| r.get::<_, String>(0))? {
+            outline.enrolments.insert(cadre?, sync_core::model::Enrolment { at: 0 });
+        }
+        Ok(Some(outline))
+    }
+
     fn record_contact(&mut self, c: &Contact<'_>) -> StoreResult<()> {
         self.conn.execute(
             "UPDATE devices SET last_sync_at = ?2, pending_reported = ?3, app_version = ?4,

@@ -227,6 +227,14 @@ pub trait DocTx {
     fn keep(&mut self, id: &DocId, doc: Automerge) {
         let _ = (id, doc);
     }
+    /// The outline of course `course` as its projection rows hold them in this
+    /// transaction: sessions (id, date, part; nothing else filled) and enrolled trainees,
+    /// what a mark is checked against. None when the backend has no rows for that course
+    /// document: read the document instead.
+    fn course_outline(&mut self, course: &DocId) -> StoreResult<Option<sync_core::docs::CourseDoc>> {
+        let _ = course;
+        Ok(None)
+    }
     /// Records a device's contact in this same transaction (one commit per sync).
     fn record_contact(&mut self, contact: &Contact<'_>) -> StoreResult<()>;
     fn refuse(&mut self, device: &str, doc: &str, reason: &str, data: &[u8]) -> StoreResult<()>;

@@ -225,15 +225,23 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
             let Some(course_id) = id.course_doc() else {
                 return Ok(Err(Refusal::whole("no course")));
             };
-            let Some(course) = tx.load(&course_id)? else {
-                return Ok(Err(Refusal::whole(format!(
-                    "course {} does not exist on the server",
-                    course_id
-                ))));
-            };
-            match docs::read_course(&course_id, &course.doc) {
-                Ok(c) => Some(c),
-                Err(e) => return Ok(Err(Refusal::whole(e.reason))),
+            // The course's sessions and enrolments from its projection rows (written from
+            // the checked course document, this request's push included) when the store
+            // has them; else from the document.
+            match tx.course_outline(&course_id)? {
+                Some(outline) => Some(outline),
+                None => {
+                    let Some(course) = tx.load(&course_id)? else {
+                        return Ok(Err(Refusal::whole(format!(
+                            "course {} does not exist on the server",
+                            course_id
+                        ))));
+                    };
+                    match docs::read_course(&course_id, &course.doc) {
+                        Ok(c) => Some(c),
+                        Err(e) => return Ok(Err(Refusal::whole(e.reason))),
+                    }
+                }
             }
         }
         _ => None,

@@ -189,20 +189,13 @@ pub fn parse_key(key: &str) -> Option<Key<'_>> {
 /// Every value stored at `key`: the winner first, then the concurrent ones (a conflict
 /// when there are several). Values that are not strings are returned as `None`.
 pub fn values_at(doc: &Automerge, key: &str) -> Vec<Option<String>> {
-    let mut out: Vec<Option<String>> = Vec::new();
-    let winner = doc.get(ROOT, key).ok().flatten().map(|(_, id)| id);
+    // One lookup: automerge's current value (`get`) is the last of `get_all`. Put it
+    // first so "current value" and "values[0]" agree everywhere.
     let mut all = doc.get_all(ROOT, key).unwrap_or_default();
-    // Put the winner first so "current value" and "values[0]" agree everywhere.
-    if let Some(w) = winner {
-        if let Some(pos) = all.iter().position(|(_, id)| *id == w) {
-            let first = all.remove(pos);
-            all.insert(0, first);
-        }
+    if let Some(winner) = all.pop() {
+        all.insert(0, winner);
     }
-    for (v, _) in all {
-        out.push(v.as_str().map(str::to_string));
-    }
-    out
+    all.into_iter().map(|(v, _)| v.as_str().map(str::to_string)).collect()
 }
 
 fn decode<T: DeserializeOwned>(key: &str, raw: &Option<String>) -> Result<T, SchemaViolation> {
@@ -629,6 +622,24 @@ mod tests {
         );
         statuses.sort();
         assert_eq!(statuses, vec![MarkStatus::Late, MarkStatus::Absent]);
+    }
+
+    #[test]
+    fn the_first_value_is_the_one_automerge_calls_current() {
+        let mut a = doc_with(&[("k", "base")]);
+        let mut forks: Vec<Automerge> = (0..3).map(|_| a.fork()).collect();
+        for (i, f) in forks.iter_mut().enumerate() {
+            let mut tx = f.transaction();
+            tx.put(ROOT, "k", format!("v{i}")).expect("put");
+            tx.commit();
+        }
+        for f in &mut forks {
+            a.merge(f).expect("merge");
+        }
+        let values = values_at(&a, "k");
+        assert_eq!(values.len(), 3, "three concurrent values");
+        let (current, _) = a.get(ROOT, "k").expect("get").expect("a value");
+        assert_eq!(values[0].as_deref(), current.to_str());
     }
 
     #[test]

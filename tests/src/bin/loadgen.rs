@@ -366,7 +366,7 @@ fn start_node(bin: &Path, store_args: &[String]) -> Result<Node, String> {
         .arg("serve")
         .args(store_args)
         .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
+        .env("DIEMDANH_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -398,6 +398,21 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): state is the 3rd field.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -572,13 +587,20 @@ fn run_with(args: &Args, store: Arc<dyn Store>, store_args: &[String], size: &dy
         ));
     }
 
+    let cpu = |pids: &[u32]| -> Vec<f64> { pids.iter().map(|p| cpu_seconds(&p.to_string())).collect() };
+    let (servers_before, own_before) = (cpu(&pids), cpu_seconds("self"));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let run = drive(&devs, &urls, args.concurrency, Some(deadline), args.sessions_per_sync)?;
     let elapsed = started.elapsed().max(run.elapsed);
+    let servers_cpu: f64 = cpu(&pids).iter().zip(&servers_before).map(|(a, b)| a - b).sum();
+    let own_cpu = cpu_seconds("self") - own_before;
 
-    // Idle: give the allocator a moment, then read the servers' resident memory.
+    // Idle: right after the run, and once the server has dropped what it keeps in memory
+    // for active documents (30 s unused, checked every 10 s).
     std::thread::sleep(Duration::from_secs(5));
+    let idle_5: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmRSS:")).collect();
+    std::thread::sleep(Duration::from_secs(40));
     let idle: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmRSS:")).collect();
     let peak: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmHWM:")).collect();
     let mut lat = run.latencies;
@@ -602,11 +624,19 @@ fn run_with(args: &Args, store: Arc<dyn Store>, store_args: &[String], size: &dy
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
     println!("| errors | {} |", run.errors);
-    for (i, (idle, peak)) in idle.iter().zip(&peak).enumerate() {
+    println!(
+        "| CPU: server(s) / load generator | {:.1} s / {:.1} s of {:.1} s ({:.2} ms of server CPU per sync) |",
+        servers_cpu,
+        own_cpu,
+        secs,
+        servers_cpu * 1e3 / lat.len().max(1) as f64
+    );
+    for (i, ((idle, idle_5), peak)) in idle.iter().zip(&idle_5).zip(&peak).enumerate() {
         println!(
-            "| node {} RSS idle after the run / peak | {:.1} MiB / {:.1} MiB |",
+            "| node {} RSS: idle 45 s after the run / 5 s after / peak | {:.1} MiB / {:.1} MiB / {:.1} MiB |",
             i + 1,
             *idle as f64 / 1024.0,
+            *idle_5 as f64 / 1024.0,
             *peak as f64 / 1024.0
         );
     }
