@@ -639,7 +639,7 @@ mod tests {
         let values = values_at(&a, "k");
         assert_eq!(values.len(), 3, "three concurrent values");
         let (current, _) = a.get(ROOT, "k").expect("get").expect("a value");
-        assert_eq!(values[0].as_deref(), current.to_str());
+        assert_eq!(values[0].as_deref(), current.as_str());
     }
 
     #[test]
