@@ -165,10 +165,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
         Ok(Ok(Ok(()))) => return (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response(),
         Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "not ready: the store failed a trivial query");
-            ("store_error", "the store failed a trivial query; the server log has the details")
+            (
+                "store_error",
+                "the store failed a trivial query; the server log has the details",
+            )
         }
         Ok(Err(_)) => ("store_error", "the store check did not finish"),
-        Err(_) => ("store_timeout", "the store did not answer a trivial query within 5 seconds"),
+        Err(_) => (
+            "store_timeout",
+            "the store did not answer a trivial query within 5 seconds",
+        ),
     };
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -315,13 +321,15 @@ pub fn now() -> i64 {
 /// Runs `f` on a blocking thread inside the request's span (its lines carry the request id).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f)).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the server could not complete the request",
-        )
-    })?
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server could not complete the request",
+            )
+        })?
 }
 
 fn too_many(what: &str) -> ApiError {

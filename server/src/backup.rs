@@ -107,7 +107,8 @@ pub fn restore(dir: &Path, from: &Path, force: bool, now: i64) -> Result<Restore
     let partial = dir.join(format!("{FILE}.restore-partial"));
     let _ = std::fs::remove_file(&partial);
     let checked = (|| -> Result<BackupInfo, String> {
-        std::fs::copy(from, &partial).map_err(|e| format!("cannot copy {} into {}: {e}", from.display(), dir.display()))?;
+        std::fs::copy(from, &partial)
+            .map_err(|e| format!("cannot copy {} into {}: {e}", from.display(), dir.display()))?;
         // The copy is checked, not `from`: these are the bytes that become the store.
         let info = sqlite::check_store_file(&partial).map_err(|e| {
             e.to_string()
@@ -206,7 +207,10 @@ mod tests {
         let text = tmp.path().join("notes.txt");
         std::fs::write(&text, "not a database at all, just some text ".repeat(200)).expect("write");
         let err = restore(&tmp.path().join("a"), &text, false, 1).expect_err("text");
-        assert!(err.contains("not a diemdanh store") && err.contains("not an SQLite database"), "{err}");
+        assert!(
+            err.contains("not a diemdanh store") && err.contains("not an SQLite database"),
+            "{err}"
+        );
         assert!(err.contains("notes.txt"), "{err}");
         assert_eq!(
             std::fs::read_dir(tmp.path().join("a")).expect("dir").count(),

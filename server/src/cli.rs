@@ -1029,4 +1029,3 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
         tracing::info!("shutting down");
     }
 }
-

@@ -112,12 +112,16 @@ pub struct Settings {
 /// Reads a settings file. Its errors name the file and, for a bad key or value, the key
 /// and line.
 pub fn read_file(path: &Path) -> Result<Layer, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the settings file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the settings file {}: {e}", path.display()))?;
     let mut layer: Layer =
         toml::from_str(&text).map_err(|e| format!("the settings file {} is not valid: {e}", path.display()))?;
     // Paths in the file are relative to the file's folder, not to where the server starts.
     let base = path.parent().unwrap_or(Path::new(""));
-    for p in [&mut layer.data, &mut layer.tls_cert, &mut layer.tls_key].into_iter().flatten() {
+    for p in [&mut layer.data, &mut layer.tls_cert, &mut layer.tls_key]
+        .into_iter()
+        .flatten()
+    {
         if p.is_relative() {
             *p = base.join(&*p);
         }
@@ -297,7 +301,9 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         read_file(&path).map(|mut l| {
             // Keep the test independent of the temporary folder's name.
-            l.data = l.data.map(|d| d.strip_prefix(dir.path()).map(Path::to_path_buf).unwrap_or(d));
+            l.data = l
+                .data
+                .map(|d| d.strip_prefix(dir.path()).map(Path::to_path_buf).unwrap_or(d));
             l
         })
     }

@@ -805,7 +805,9 @@ pub fn backup(dir: &Path, out: &Path) -> StoreResult<BackupInfo> {
         dst.pragma_update(None, "journal_mode", "DELETE")?;
         let info = check_connection(&dst, &partial)?;
         dst.close().map_err(|(_, e)| e)?;
-        std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error(&partial))?;
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(io_error(&partial))?;
         Ok(info)
     })();
     let info = match copied {

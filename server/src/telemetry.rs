@@ -1,8 +1,9 @@
 //! Structured logs: the subscriber (`--log-format text|json`), and one span per request
 //! with its id, method, path, and once known the device, the status and the latency.
 //!
-//! What a span never holds: a query string (a search could carry a name), a header
-//! value other than the request id, a token, a web account's name. The device id is not
+//! What a span never holds: a query string (a search could carry a name), a path no
+//! route matched or one with characters ids do not have, a header value other than the
+//! request id, a token, a web account's name. The device id is not
 //! personal: it names a tablet (`diemdanh enroll` makes it), not a person.
 //!
 //! The request id is the client's `x-request-id` when it is a short token of letters,
@@ -28,16 +29,15 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("`{filter}` is not a log filter: {e}"))?;
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal, not in the journal or a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let done = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
     };
     done.map_err(|e| format!("cannot set up logging: {e}"))
 }
@@ -56,8 +56,7 @@ impl MakeRequestId for RandomId {
 fn acceptable_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     (1..=64).contains(&b.len())
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -75,6 +74,21 @@ pub async fn screen_request_id(mut req: Request) -> Request {
     req
 }
 
+/// The path as logged: only a path a route matched, and only when it is made of the
+/// characters of ids (letters, digits, `/ - _ . :`). Anything else a client can type (a
+/// name in a URL, percent-encoded or not) is logged as `-`; the route pattern is always
+/// there.
+fn loggable_path(path: &str, matched: bool) -> &str {
+    let plain = path
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'-' | b'_' | b'.' | b':'));
+    if matched && plain && path.len() <= 200 {
+        path
+    } else {
+        "-"
+    }
+}
+
 /// The span of one request (`TraceLayer::make_span_with`).
 pub fn request_span(req: &axum::http::Request<axum::body::Body>) -> Span {
     let id = req
@@ -82,11 +96,13 @@ pub fn request_span(req: &axum::http::Request<axum::body::Body>) -> Span {
         .get::<RequestId>()
         .and_then(|id| id.header_value().to_str().ok())
         .unwrap_or("-");
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str());
     tracing::info_span!(
         "request",
         request_id = %id,
         method = %req.method(),
-        path = %req.uri().path(),
+        route = %route.unwrap_or("unmatched"),
+        path = %loggable_path(req.uri().path(), route.is_some()),
         device = Empty,
         status = Empty,
         latency_ms = Empty,
@@ -108,7 +124,7 @@ pub fn on_response(resp: &Response, latency: Duration, span: &Span) {
 
 /// Names the authenticated device in the current request's span.
 pub fn record_device(device: &str) {
-    Span::current().record("device", device);
+    Span::current().record("device", tracing::field::display(device));
 }
 
 #[cfg(test)]
@@ -125,6 +141,9 @@ mod tests {
             let v = HeaderValue::from_bytes(bad.as_bytes()).expect("header");
             assert!(!acceptable_id(&v), "{bad}");
         }
+        assert_eq!(loggable_path("/courses/c-1", true), "/courses/c-1");
+        assert_eq!(loggable_path("/courses/L%C3%B2%20Th%E1%BB%8B", true), "-");
+        assert_eq!(loggable_path("/no/such/page", false), "-");
         let mut make = RandomId;
         let req = axum::http::Request::new(());
         let a = make.make_request_id(&req).expect("id");

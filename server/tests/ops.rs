@@ -88,7 +88,10 @@ async fn every_answer_carries_a_request_id_and_metrics_count_by_route_pattern() 
     assert_eq!(course_lines.len(), 1, "{text}");
     assert!(course_lines[0].ends_with(" 2"), "{text}");
     assert!(!text.contains("c-1"), "{text}");
-    assert!(text.contains("route=\"/healthz\",method=\"GET\",class=\"2xx\"} 2"), "{text}");
+    assert!(
+        text.contains("route=\"/healthz\",method=\"GET\",class=\"2xx\"} 2"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
