@@ -1020,7 +1020,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
         let int = watch(SignalKind::interrupt(), "SIGINT");
         async move {
             let which = tokio::select! { w = term => w, w = int => w };
-            tracing::info!(signal = which, "shutting down");
+            tracing::info!(signal = %which, "shutting down");
         }
     }
     #[cfg(not(unix))]
