@@ -136,7 +136,9 @@ impl Settings {
         let tls = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            _ => return Err("tls_cert and tls_key go together: set both or neither".into()),
+            _ => {
+                return Err("tls_cert and tls_key go together (--tls-cert and --tls-key, their DIEMDANH_TLS_* variables or the settings file): set both or neither".into())
+            }
         };
         let shutdown_timeout = cli
             .shutdown_timeout
