@@ -370,7 +370,7 @@ fn a_metrics_token_set_in_the_environment_protects_metrics_only() {
     let server = Server::start(
         &dir.path().join("server"),
         "127.0.0.1:0",
-        &[],
+        &["--log-format", "json"],
         &[("DIEMDANH_METRICS_TOKEN", token)],
     );
     let open = rawhttp::get(&server.url, "/metrics", &[]).expect("metrics");
@@ -389,7 +389,20 @@ fn a_metrics_token_set_in_the_environment_protects_metrics_only() {
     assert!(ok.body.contains("diemdanh_http_requests_total"));
     assert_eq!(rawhttp::get(&server.url, "/healthz", &[]).expect("h").status, 200);
     assert_eq!(rawhttp::get(&server.url, "/readyz", &[]).expect("r").status, 200);
-    assert!(!server.log().contains(token), "the token is not logged");
+    let log = server.log();
+    assert!(!log.contains(token), "the token is not logged");
+    // JSON logs: one object per line, the request's span fields in `span`.
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let refused = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "answered" && v["span"]["status"] == 401)
+        .unwrap_or_else(|| panic!("no answered line for the 401: {log}"));
+    assert_eq!(refused["span"]["route"], "/metrics");
+    assert_eq!(refused["span"]["request_id"].as_str().map(str::len), Some(16));
 }
 
 fn print_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
