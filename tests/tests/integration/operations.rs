@@ -602,3 +602,75 @@ fn an_online_backup_restored_into_a_new_folder_serves_the_same_report() {
     ok_text(&other, &["sync"]);
     assert_eq!(ok_json(&other, &["show", "course", &s.course, "--json"]), original);
 }
+
+#[test]
+fn on_postgresql_readyz_answers_and_metrics_report_the_database_size() {
+    let Some(schema) = diemdanh_tests::pgtest::TestSchema::create("operations::postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = Server::start(
+        &dir.path().join("unused"),
+        "127.0.0.1:0",
+        &["--database", &schema.url],
+        &[],
+    );
+    let ready = rawhttp::get(&server.url, "/readyz", &[]).expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let bytes = metric(&server.metrics(), "diemdanh_store_bytes").expect("store size");
+    assert!(bytes > 100_000.0, "pg_database_size of a migrated database: {bytes}");
+    drop(server);
+}
+
+/// Backups taken while a device records and syncs in a loop are each whole: integrity
+/// ok (checked by `backup`), openable as a store, and each holds at least what the one
+/// before it held.
+#[test]
+fn backups_taken_during_syncs_are_each_a_whole_store() {
+    use diemdanh_tests::TestServer;
+    use sync_core::model::MarkStatus;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut d = server.enrolled_device(&dir.path().join("tablet"), NAM_HANG);
+    let (course, cadres) = super::common::setup_course(&mut d, NAM_HANG, 12, 10);
+    server.sync(&mut d).expect("first sync");
+    let url = server.url.clone();
+    let writer = std::thread::spawn(move || {
+        let mut t = diemdanh::HttpTransport::new(&url).expect("transport");
+        for day in 1..=10 {
+            let date = format!("2026-12-{day:02}");
+            d.mark_all(&course.id, &date, MarkStatus::Present).expect("roll call");
+            for c in cadres.iter().take(3) {
+                d.mark(&course.id, &date, c, MarkStatus::Late, None).expect("mark");
+            }
+            d.sync(&mut t, &mut |_| true).expect("sync");
+        }
+    });
+    let mut last = 0i64;
+    let mut taken = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !writer.is_finished() && taken < 20 && Instant::now() < deadline {
+        let out = dir.path().join(format!("b{taken}.sqlite"));
+        let info = diemdanh_server::sqlite::backup(&server.data, &out).expect("backup during syncs");
+        assert_eq!(info.schema_version, diemdanh_server::sqlite::schema_version());
+        let changes: i64 = rusqlite::Connection::open(&out)
+            .expect("open the copy")
+            .query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0))
+            .expect("count");
+        assert!(changes >= last, "a later backup holds less: {changes} < {last}");
+        last = changes;
+        taken += 1;
+    }
+    writer.join().expect("writer");
+    assert!(taken >= 2, "backups ran during the syncs ({taken})");
+    let out = dir.path().join("final.sqlite");
+    diemdanh_server::sqlite::backup(&server.data, &out).expect("final backup");
+    let restored = dir.path().join("restored");
+    diemdanh_server::backup::restore(&restored, &out, false, 1).expect("restore");
+    let live = server.store();
+    let copy = diemdanh_server::SqliteStore::open(&restored).expect("open the restored store");
+    use diemdanh_server::Store;
+    assert_eq!(copy.counts().expect("counts"), live.counts().expect("counts"));
+    server.stop();
+}
