@@ -1,4 +1,5 @@
-//! The HTTP API: enrolment (JSON), sync (binary), health, and the web pages.
+//! The HTTP API: enrolment (JSON), sync (binary), health (`/healthz`, `/readyz`),
+//! `/metrics`, and the web pages.
 //! One error type maps every failure to a status and a JSON body; details of a 5xx go
 //! to the log, never to the client.
 
@@ -16,13 +17,16 @@ use sha2::{Digest, Sha256};
 use sync_core::protocol::{self, DecodeError, EnrollRequest, EnrollResponse, ErrorBody, SyncRequest};
 use sync_core::units::UnitKey;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::store::{Contact, RedeemError, Store, StoreError};
+use crate::metrics::{Metrics, StoreSize};
+use crate::store::{Contact, DocTx, Projection, RedeemError, Store, StoreError, StoreResult, StoredDoc};
 use crate::sync::{process, Peer};
 
-/// Largest sync body accepted: a batch is about 256 KiB before compression.
+/// Largest sync body accepted by default (`max_body_bytes`): a batch is about 256 KiB
+/// before compression.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub type SharedStore = Arc<dyn Store>;
@@ -41,6 +45,8 @@ pub struct Limits {
     /// Longest a request may take, body upload included (408 past it): a sync batch
     /// is bounded, so only a stalled or deliberately slow client reaches it.
     pub request_timeout: Duration,
+    /// Largest request body, in bytes (413 past it).
+    pub max_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -50,9 +56,24 @@ impl Default for Limits {
             sync_burst: 60,
             enroll_per_minute: 60,
             request_timeout: Duration::from_secs(120),
+            max_body_bytes: MAX_BODY_BYTES,
         }
     }
 }
+
+/// Everything a router is built with besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub limits: Limits,
+    /// The bearer token `/metrics` asks for; None: `/metrics` is open (it holds counts
+    /// only, no personal data; docs/OPERATIONS.md).
+    pub metrics_token: Option<String>,
+    /// Where `diemdanh_store_bytes` comes from; None leaves it out.
+    pub store_size: Option<StoreSize>,
+}
+
+/// How long `/readyz` waits for the store's answer before it says not ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
 type Limiter = governor::DefaultDirectRateLimiter;
@@ -65,6 +86,8 @@ pub struct AppState {
     /// Sign-in attempts per account name, and for the whole node (web.rs).
     pub(crate) login_limiter: Arc<KeyedLimiter>,
     pub(crate) login_global: Arc<Limiter>,
+    pub metrics: Arc<Metrics>,
+    metrics_token: Option<Arc<str>>,
 }
 
 pub fn app(store: SharedStore) -> Router {
@@ -72,6 +95,18 @@ pub fn app(store: SharedStore) -> Router {
 }
 
 pub fn app_with(store: SharedStore, limits: Limits) -> Router {
+    app_with_options(
+        store,
+        Options {
+            limits,
+            ..Options::default()
+        },
+    )
+}
+
+pub fn app_with_options(store: SharedStore, options: Options) -> Router {
+    let limits = options.limits;
+    let metrics = Arc::new(Metrics::new(options.store_size));
     let nz = |n: u32| std::num::NonZeroU32::new(n.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
     let sync_quota = governor::Quota::per_second(nz(limits.sync_per_second)).allow_burst(nz(limits.sync_burst));
     let enroll_quota = governor::Quota::per_minute(nz(limits.enroll_per_minute));
@@ -85,26 +120,76 @@ pub fn app_with(store: SharedStore, limits: Limits) -> Router {
         login_global: Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(nz(
             crate::web::LOGIN_PER_MINUTE,
         )))),
+        metrics: metrics.clone(),
+        metrics_token: options.metrics_token.map(Arc::from),
     };
+    let max_body = limits.max_body_bytes;
+    // Layers run outermost last: the request id is screened and set first, then the
+    // span opens, then the metrics see the final status of every answer.
     Router::new()
         .route(protocol::ENROLL_PATH, post(enroll))
         .route(protocol::SYNC_PATH, post(sync))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
         .merge(crate::web::routes())
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-        .layer(axum::middleware::map_response(json_limit_errors))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::map_response(move |resp: Response| async move {
+            json_limit_errors(resp, max_body)
+        }))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(crate::telemetry::request_span)
+                .on_request(())
+                .on_response(crate::telemetry::on_response),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(crate::telemetry::RandomId))
+        .layer(axum::middleware::map_request(crate::telemetry::screen_request_id))
         .with_state(state)
+}
+
+/// `GET /readyz`: 200 when the store answers a trivial query (an indexed lookup of a
+/// token hash no device has) within [`READY_TIMEOUT`], else 503 with the reason as JSON.
+/// `/healthz` only says the process answers.
+async fn readyz(State(st): State<AppState>) -> Response {
+    let store = st.store.clone();
+    let probe = tokio::task::spawn_blocking(move || store.device_by_token("readiness-probe").map(|_| ()));
+    let (code, message) = match tokio::time::timeout(READY_TIMEOUT, probe).await {
+        Ok(Ok(Ok(()))) => return (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response(),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "not ready: the store failed a trivial query");
+            (
+                "store_error",
+                "the store failed a trivial query; the server log has the details",
+            )
+        }
+        Ok(Err(_)) => ("store_error", "the store check did not finish"),
+        Err(_) => (
+            "store_timeout",
+            "the store did not answer a trivial query within 5 seconds",
+        ),
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({"status": "not_ready", "reason": code, "message": message})),
+    )
+        .into_response()
+}
+
+async fn metrics_page(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    crate::metrics::scrape(st.metrics.clone(), st.metrics_token.clone(), &headers).await
 }
 
 /// The body-size and time limits are tower layers that answer with an empty or plain
 /// text body; give those answers the JSON body every other 4xx has.
-async fn json_limit_errors(resp: Response) -> Response {
+fn json_limit_errors(resp: Response, max_body: usize) -> Response {
     let is_json = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -116,7 +201,7 @@ async fn json_limit_errors(resp: Response) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes; send smaller batches"),
+            format!("the request body is larger than {max_body} bytes; send smaller batches"),
         )
         .into_response(),
         StatusCode::REQUEST_TIMEOUT => ApiError::new(
@@ -233,14 +318,18 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Runs `f` on a blocking thread inside the request's span (its lines carry the request id).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the server could not complete the request",
-        )
-    })?
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server could not complete the request",
+            )
+        })?
 }
 
 fn too_many(what: &str) -> ApiError {
@@ -341,11 +430,13 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         st.sync_limiter.retain_recent();
     }
     let store = st.store.clone();
+    let metrics = st.metrics.clone();
     let bytes_up = body.len() as i64;
     blocking(move || {
         let Some(device) = store.device_by_token(&token_hash)? else {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "the token is not known to this server"));
         };
+        crate::telemetry::record_device(&device.id);
         if device.revoked_at.is_some() {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "device_revoked", "this device has been revoked by an administrator; its unsent data stays on the device"));
         }
@@ -359,8 +450,12 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         // An empty version: the device told it before and it has not changed.
         let app_version = if req.app_version.is_empty() { device.app_version.clone() } else { req.app_version.clone() };
         let mut answer = None;
+        let mut marks = 0;
         store.write(&mut |tx| {
-            let response = process(tx, &peer, &req)?;
+            // Counted afresh on each attempt: a backend may run the transaction again.
+            let mut counting = CountingTx { inner: tx, marks: 0 };
+            let response = process(&mut counting, &peer, &req)?;
+            marks = counting.marks;
             let out = response.encode();
             // The device's page figures and cursor in the same transaction: one commit.
             tx.record_contact(&Contact {
@@ -379,10 +474,66 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         sync_core::failpoint::hit("server.after_commit");
         let (response, out) = answer.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no response"))?;
         let refused = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Refused { .. })).count();
+        let accepted = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Accepted)).count();
+        metrics.sync_done(&device.id, marks, accepted as u64, refused as u64);
         tracing::info!(device = %device.id, docs_in = req.docs.len(), refused, updates = response.updates.len(), bytes_up, bytes_down = out.len(), "sync");
         // No content type: the body names itself (kind, version), and a one-mark
         // exchange is counted in bytes (docs/PROTOCOL.md).
         Ok(Response::new(axum::body::Body::from(out)))
     })
     .await
+}
+
+/// The sync's transaction, counting the marks it stores: every op of a new change to an
+/// attendance document is one mark written (the documents are flat maps whose only keys
+/// are marks, `docs.rs`), so the count costs nothing beyond the changes already parsed.
+struct CountingTx<'a> {
+    inner: &'a mut dyn DocTx,
+    marks: u64,
+}
+
+impl DocTx for CountingTx<'_> {
+    fn load(&mut self, id: &sync_core::docs::DocId) -> StoreResult<Option<StoredDoc>> {
+        self.inner.load(id)
+    }
+    fn load_for_update(&mut self, id: &sync_core::docs::DocId) -> StoreResult<Option<StoredDoc>> {
+        self.inner.load_for_update(id)
+    }
+    fn store(
+        &mut self,
+        id: &sync_core::docs::DocId,
+        doc: &automerge::Automerge,
+        new_changes: &[automerge::Change],
+        projection: &Projection,
+        device: &str,
+    ) -> StoreResult<()> {
+        self.inner.store(id, doc, new_changes, projection, device)?;
+        if id.kind == sync_core::docs::DocKind::Attendance {
+            self.marks += new_changes.iter().map(|c| c.len() as u64).sum::<u64>();
+        }
+        Ok(())
+    }
+    fn refuse(&mut self, device: &str, doc: &str, reason: &str, data: &[u8]) -> StoreResult<()> {
+        self.inner.refuse(device, doc, reason, data)
+    }
+    fn changed_since(&mut self, units: &[String], cursor: i64) -> StoreResult<Vec<(String, i64, i64)>> {
+        self.inner.changed_since(units, cursor)
+    }
+    fn changes_since(&mut self, id: &str, cursor: i64) -> StoreResult<Vec<u8>> {
+        self.inner.changes_since(id, cursor)
+    }
+    fn max_seq(&mut self) -> StoreResult<i64> {
+        self.inner.max_seq()
+    }
+    // Every method with a default body is forwarded too, or the backend's own would be
+    // silently replaced by the default.
+    fn keep(&mut self, id: &sync_core::docs::DocId, doc: automerge::Automerge) {
+        self.inner.keep(id, doc)
+    }
+    fn course_outline(&mut self, course: &sync_core::docs::DocId) -> StoreResult<Option<sync_core::docs::CourseDoc>> {
+        self.inner.course_outline(course)
+    }
+    fn record_contact(&mut self, contact: &Contact<'_>) -> StoreResult<()> {
+        self.inner.record_contact(contact)
+    }
 }

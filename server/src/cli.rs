@@ -1,6 +1,5 @@
 //! The `diemdanh-server` command line.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,12 +41,15 @@ struct DataArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the server until SIGTERM or SIGINT, then shuts down cleanly.
+    /// Runs the server until SIGTERM or SIGINT, then shuts down cleanly: requests in
+    /// flight finish (for at most --shutdown-timeout). Each setting comes from its flag,
+    /// else its DIEMDANH_* variable, else the --config file, else its default.
     Serve {
+        /// A TOML file of settings (keys as the flags, with `_`: docs/OPERATIONS.md).
+        #[arg(long, env = "DIEMDANH_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
-        data: DataArg,
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        settings: crate::config::Layer,
         /// Fill an empty store with demo data (communes of the former Nậm Nhùn district).
         #[arg(long)]
         demo: bool,
@@ -55,12 +57,35 @@ enum Command {
         /// `province` (every commune of Lai Châu, same shape).
         #[arg(long, default_value = "district", value_parser = ["district", "province"])]
         demo_scale: String,
-        /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The PEM private key of --tls-cert.
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
+        /// Print the settings in force (secrets hidden) as a TOML file and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Copies the SQLite store to FILE while the server runs (SQLite's online backup),
+    /// then checks the copy (`PRAGMA integrity_check`).
+    Backup {
+        /// Folder of the server's store.
+        #[arg(long, env = "DIEMDANH_DATA", default_value = "diemdanh-data")]
+        data: PathBuf,
+        /// The backup file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Puts a backup in place as the store of DATA. Refuses while a server runs on DATA,
+    /// and when DATA already holds a store unless --force (which keeps it aside).
+    Restore {
+        /// Folder of the server's store (created if missing).
+        #[arg(long, env = "DIEMDANH_DATA", default_value = "diemdanh-data")]
+        data: PathBuf,
+        /// The backup file (`diemdanh-server backup --out`).
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace the store DATA holds (it is renamed aside, not deleted).
+        #[arg(long)]
+        force: bool,
     },
     /// Issues a one-time enrolment code for a unit; the last line of output is the code.
     EnrollCode {
@@ -344,14 +369,20 @@ pub mod anyhow_like {
 }
 
 pub fn run(cli: Cli) -> anyhow_like::Result<()> {
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // Commands other than `serve` log text at the filter of DIEMDANH_LOG.
+        let filter = std::env::var("DIEMDANH_LOG").unwrap_or_else(|_| crate::config::DEFAULT_LOG.to_string());
+        crate::telemetry::init(crate::config::LogFormat::Text, &filter)
+            .or_else(|_| crate::telemetry::init(crate::config::LogFormat::Text, crate::config::DEFAULT_LOG))
+            .map_err(anyhow_like::Error)?;
+    }
     match cli.command {
         Command::Serve {
-            data,
-            listen,
+            config,
+            settings,
             demo,
             demo_scale,
-            tls_cert,
-            tls_key,
+            print_config,
         } => {
             let scale = match demo_scale.as_str() {
                 "district" => crate::demo::Scale::District,
@@ -362,7 +393,48 @@ pub fn run(cli: Cli) -> anyhow_like::Result<()> {
                     )))
                 }
             };
-            serve(&data, listen, demo.then_some(scale), tls_cert.zip(tls_key))
+            let file = match &config {
+                Some(path) => crate::config::read_file(path).map_err(anyhow_like::Error)?,
+                None => crate::config::Layer::default(),
+            };
+            let settings = crate::config::Settings::resolve(settings, file).map_err(anyhow_like::Error)?;
+            if print_config {
+                print!("{}", settings.to_toml());
+                return Ok(());
+            }
+            crate::telemetry::init(settings.log_format, &settings.log).map_err(anyhow_like::Error)?;
+            serve(&settings, demo.then_some(scale))
+        }
+        Command::Backup { data, out, force } => {
+            if out.exists() && !force {
+                return Err(anyhow_like::Error(format!(
+                    "{} exists: choose another name, or pass --force to replace it",
+                    out.display()
+                )));
+            }
+            let info = crate::sqlite::backup(&data, &out)?;
+            println!(
+                "backup of {} written to {} ({} bytes, schema version {}, integrity ok)",
+                data.display(),
+                out.display(),
+                info.bytes,
+                info.schema_version
+            );
+            Ok(())
+        }
+        Command::Restore { data, from, force } => {
+            let r = crate::backup::restore(&data, &from, force, now()).map_err(anyhow_like::Error)?;
+            if let Some(old) = &r.replaced {
+                println!("the store it replaced is kept as {}", old.display());
+            }
+            println!(
+                "restored {} into {} ({} bytes, schema version {}, integrity ok); start the server",
+                from.display(),
+                r.store.display(),
+                r.bytes,
+                r.schema_version
+            );
+            Ok(())
         }
         Command::EnrollCode { data, unit, valid_days } => {
             let unit = UnitTree::reference().resolve(&unit)?;
@@ -819,12 +891,7 @@ pub fn print_course(r: &CourseReport) {
     }
 }
 
-fn serve(
-    data: &DataArg,
-    listen: SocketAddr,
-    demo: Option<crate::demo::Scale>,
-    tls: Option<(PathBuf, PathBuf)>,
-) -> anyhow_like::Result<()> {
+fn serve(settings: &crate::config::Settings, demo: Option<crate::demo::Scale>) -> anyhow_like::Result<()> {
     // Store work runs on blocking threads; the embedded store has one writer, so more
     // threads than this would only wait on it, each with its own stack and malloc arena.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -832,11 +899,21 @@ fn serve(
         .max_blocking_threads(16)
         .build()?;
     // Checked before the store is touched: a bad certificate path fails at once.
-    let tls = match &tls {
+    let tls = match &settings.tls {
         Some((cert, key)) => Some(rt.block_on(crate::tls::load(cert, key))?),
         None => None,
     };
-    let store = open(data)?;
+    let data = DataArg {
+        data: settings.data.clone(),
+        database: settings.database.clone(),
+        db_connections: settings.db_connections,
+    };
+    // The embedded store's folder is held for as long as we serve: `restore` refuses then.
+    let _lock = match &data.database {
+        None => crate::backup::lock_for_serve(&data.data).map_err(anyhow_like::Error)?,
+        Some(_) => None,
+    };
+    let (store, store_size) = open_sized(&data)?;
     let mut demo_login = None;
     if let Some(scale) = demo {
         if crate::demo::seed_scaled(&*store, scale)? {
@@ -853,14 +930,29 @@ fn serve(
         )?;
         demo_login = Some((unit, password));
     }
+    let router = crate::api::app_with_options(
+        store.clone(),
+        crate::api::Options {
+            limits: settings.limits,
+            metrics_token: settings.metrics_token.clone(),
+            store_size: Some(store_size),
+        },
+    );
+    let listen = settings.listen;
+    let drain = settings.shutdown_timeout;
+    let housekeeping = store.clone();
     // This handle outlives the runtime: a PostgreSQL pool is dropped outside async code.
-    let keep = store.clone();
+    let keep = store;
     let served = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let stop = shutdown_signal();
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow_like::Error(format!("cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         // Whoever started us may have closed our stdout: a status line is not worth a panic.
         say(&format!("diemdanh-server listening on {scheme}://{addr}"));
+        tracing::info!(%addr, scheme, "listening");
         if let Some((unit, password)) = &demo_login {
             say(&format!(
                 "demo sign-in: account {} password {password} (sees {unit}, {})",
@@ -869,7 +961,6 @@ fn serve(
             ));
         }
         // Housekeeping for as long as the server runs (ends with the runtime).
-        let housekeeping = store.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
             loop {
@@ -878,16 +969,36 @@ fn serve(
                 let _ = tokio::task::spawn_blocking(move || s.maintain()).await;
             }
         });
-        match tls {
-            Some(config) => crate::tls::serve_tls_until(listener, store, config, shutdown_signal()).await?,
-            None => crate::serve_until(listener, store, shutdown_signal()).await?,
-        }
+        let drained = match tls {
+            Some(config) => {
+                crate::tls::serve_tls_router(listener, router, config, stop, drain).await?;
+                crate::Drained::All
+            }
+            None => crate::serve_router(listener, router, stop, Some(drain)).await?,
+        };
         say("diemdanh-server stopped");
-        Ok::<_, anyhow_like::Error>(())
+        Ok::<_, anyhow_like::Error>(drained)
     });
-    drop(rt);
+    // Requests cut at the drain timeout may still hold a blocking thread in a store call:
+    // do not wait for them (an unfinished transaction is rolled back by the database).
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(keep);
-    served
+    served.map(|_| ())
+}
+
+/// The store, and where its size on disk is read for `/metrics`.
+fn open_sized(data: &DataArg) -> anyhow_like::Result<(Arc<dyn Store>, crate::metrics::StoreSize)> {
+    match &data.database {
+        Some(url) if crate::pg::is_postgres_url(url) => {
+            let store = Arc::new(
+                PgStore::open(url, data.db_connections)
+                    .map_err(|e| anyhow_like::Error(format!("cannot open the PostgreSQL store: {e}")))?,
+            );
+            let size = crate::metrics::StoreSize::Postgres(store.clone());
+            Ok((store, size))
+        }
+        _ => Ok((open(data)?, crate::metrics::StoreSize::SqliteDir(data.data.clone()))),
+    }
 }
 
 fn say(line: &str) {
@@ -897,17 +1008,39 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes at SIGTERM (systemd, docker, kill) or SIGINT (Ctrl-C). Both handlers are
+/// installed when this is called (inside the runtime, before the server says it
+/// listens), so a signal that arrives early is not lost; one that cannot be installed is
+/// logged and the other still works.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let watch = |kind: SignalKind, name: &'static str| {
+            let installed = signal(kind);
+            async move {
+                match installed {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, signal = name, "cannot watch for this signal");
+                        std::future::pending::<()>().await;
+                    }
+                }
+                name
+            }
+        };
+        let term = watch(SignalKind::terminate(), "SIGTERM");
+        let int = watch(SignalKind::interrupt(), "SIGINT");
+        async move {
+            let which = tokio::select! { w = term => w, w = int => w };
+            tracing::info!(signal = %which, "shutting down");
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    }
 }

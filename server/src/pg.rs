@@ -195,6 +195,14 @@ impl PgStore {
             .get(0))
     }
 
+    /// Bytes the whole database takes on the PostgreSQL server (`/metrics`).
+    pub fn database_size(&self) -> StoreResult<i64> {
+        Ok(self
+            .client()?
+            .query_one("SELECT pg_database_size(current_database())", &[])?
+            .get(0))
+    }
+
     fn client(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
         Ok(self.pool.get()?)
     }

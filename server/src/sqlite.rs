@@ -1206,6 +1206,176 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     })
 }
 
+// ---------------------------------------------------------------------------------------
+// Online backup (`diemdanh-server backup`) and the check of a file to restore.
+
+/// The store's file in its folder.
+pub const FILE: &str = "diemdanh.sqlite";
+
+/// The schema version this build migrates a store to (`PRAGMA user_version`).
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// What a backup file holds, as checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    pub bytes: u64,
+    pub schema_version: i64,
+}
+
+/// Copies the store of `dir` to `out` with SQLite's online backup API while a server may
+/// be writing to it, then checks the copy (`PRAGMA integrity_check`, a diemdanh schema)
+/// before it appears under `out` (written to `out.partial`, synced, renamed).
+///
+/// The whole copy is one backup step: one read transaction, so the copy is the store as
+/// of one commit. In WAL mode the server's writers go on meanwhile; a step-by-step copy
+/// would restart at every write of another connection and might never finish on a busy
+/// server. The copy is in rollback-journal mode: one self-contained file.
+pub fn backup(dir: &Path, out: &Path) -> StoreResult<BackupInfo> {
+    let src_path = dir.join(FILE);
+    if !src_path.is_file() {
+        return Err(StoreError::Other(format!(
+            "no store in {}: {} does not exist",
+            dir.display(),
+            src_path.display()
+        )));
+    }
+    let src = Connection::open_with_flags(
+        &src_path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    src.busy_timeout(std::time::Duration::from_secs(30))?;
+    check_schema(&src, &src_path)?;
+    let partial = partial_path(out);
+    let _ = std::fs::remove_file(&partial);
+    let copied = (|| -> StoreResult<BackupInfo> {
+        let mut dst = Connection::open(&partial)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
+            // Busy or locked: another connection holds a lock for a moment. Bounded.
+            let mut waits = 0;
+            loop {
+                match backup.step(-1)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    rusqlite::backup::StepResult::More => {}
+                    _ if waits < 300 => {
+                        waits += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    _ => return Err(StoreError::Other("the store stayed locked for 30 s; try again".into())),
+                }
+            }
+        }
+        dst.pragma_update(None, "journal_mode", "DELETE")?;
+        let info = check_connection(&dst, &partial)?;
+        dst.close().map_err(|(_, e)| e)?;
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(io_error(&partial))?;
+        Ok(info)
+    })();
+    let info = match copied {
+        Ok(info) => info,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, out).map_err(io_error(out))?;
+    sync_parent(out);
+    let bytes = std::fs::metadata(out).map_err(io_error(out))?.len();
+    Ok(BackupInfo { bytes, ..info })
+}
+
+/// Checks that the SQLite file at `path` is a whole diemdanh store this build can open:
+/// an SQLite database, `PRAGMA integrity_check` ok, the diemdanh tables, and a schema
+/// version this build knows. The error says which, for a person. Opens the file
+/// read-write (a WAL-mode file needs it): check a copy, not a file you must keep as is.
+pub fn check_store_file(path: &Path) -> StoreResult<BackupInfo> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let info = check_connection(&conn, path)?;
+    let bytes = std::fs::metadata(path).map_err(io_error(path))?.len();
+    Ok(BackupInfo { bytes, ..info })
+}
+
+fn check_connection(conn: &Connection, path: &Path) -> StoreResult<BackupInfo> {
+    let version = check_schema(conn, path)?;
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if problems != ["ok"] {
+        return Err(StoreError::Other(format!(
+            "{} is damaged (PRAGMA integrity_check): {}",
+            path.display(),
+            problems.into_iter().take(5).collect::<Vec<_>>().join("; ")
+        )));
+    }
+    Ok(BackupInfo {
+        bytes: 0,
+        schema_version: version,
+    })
+}
+
+/// The schema version of a diemdanh store, or why the file is not one.
+fn check_schema(conn: &Connection, path: &Path) -> StoreResult<i64> {
+    let not_a_store = |why: &str| StoreError::Other(format!("{} is not a diemdanh store: {why}", path.display()));
+    let version: i64 = match conn.pragma_query_value(None, "user_version", |r| r.get(0)) {
+        Ok(v) => v,
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::NotADatabase => {
+            return Err(not_a_store("it is not an SQLite database"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('devices', 'docs', 'changes')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                not_a_store("it is not an SQLite database")
+            }
+            e => e.into(),
+        })?;
+    if version < 1 || tables != 3 {
+        return Err(not_a_store("an SQLite database without diemdanh's tables"));
+    }
+    if version > schema_version() {
+        return Err(StoreError::Other(format!(
+            "{} has schema version {version}, newer than this diemdanh-server knows ({}): use a newer server",
+            path.display(),
+            schema_version()
+        )));
+    }
+    Ok(version)
+}
+
+/// `FILE.partial` beside `FILE`.
+pub fn partial_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |e| StoreError::Other(format!("{}: {e}", path.display()))
+}
+
+/// Makes a rename in `path`'s folder durable (best effort: not every file system can).
+pub fn sync_parent(path: &Path) {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(dir) = std::fs::File::open(parent) {
+            let _ = dir.sync_all();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Barrier};

@@ -18,7 +18,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::store::Store;
 
-/// How long a shutdown waits for requests in flight.
+/// How long a shutdown waits for requests in flight, unless `shutdown_timeout` says otherwise.
 pub const DRAIN: Duration = Duration::from_secs(30);
 
 /// Why the certificate or key cannot be used; shown to the administrator as it is.
@@ -78,14 +78,26 @@ pub async fn serve_tls_until(
     config: RustlsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls_router(listener, crate::app(store), config, shutdown, DRAIN).await
+}
+
+/// Serves `router` over HTTPS until `shutdown` completes; requests in flight then have
+/// `drain` to finish before their connections are cut.
+pub async fn serve_tls_router(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    config: RustlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<()> {
     let handle = axum_server::Handle::new();
     let on_signal = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
-        on_signal.graceful_shutdown(Some(DRAIN));
+        on_signal.graceful_shutdown(Some(drain));
     });
     axum_server::from_tcp_rustls(listener.into_std()?, config)?
         .handle(handle)
-        .serve(crate::app(store).into_make_service())
+        .serve(router.into_make_service())
         .await
 }

@@ -4,6 +4,7 @@
 
 pub mod netem;
 pub mod pgtest;
+pub mod rawhttp;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use diemdanh_server::api::{canonical_code, hash_secret};
-use diemdanh_tests::{TestServer, NAM_HANG};
+use diemdanh_tests::{rawhttp, TestServer, NAM_HANG};
 use sync_core::device::{Device, NewSession};
 use sync_core::model::{Cadre, CourseMeta, Gender, MarkStatus};
 use sync_core::protocol::Transport;
@@ -166,6 +166,16 @@ fn a_field_scenario_at_trace_level_logs_no_name_ethnicity_token_or_code() {
     b.add_cadre(NAM_HANG, cadre("Sùng Thị Chua")).expect("cadre offline");
     let bundle = b.export_bundle().expect("bundle");
     diemdanh_server::bundle::import(&server.store(), &bundle.data).expect("import bundle");
+
+    // A request id a proxy set is kept and sent back; one that could carry anything (a
+    // name) is replaced by a fresh one and never logged.
+    let kept = rawhttp::get(&server.url, "/healthz", &[("x-request-id", "hygiene-probe-1")]).expect("healthz");
+    assert_eq!(kept.header("x-request-id"), Some("hygiene-probe-1"));
+    let replaced = rawhttp::get(&server.url, "/healthz", &[("x-request-id", NAMES[0])]).expect("healthz");
+    let fresh = replaced.header("x-request-id").expect("a fresh id").to_string();
+    assert_eq!(fresh.len(), 16, "{fresh}");
+    assert!(fresh.bytes().all(|b| b.is_ascii_hexdigit()), "{fresh}");
+    let device_ids: Vec<String> = devices.iter().map(|(_, d)| d.device_id().to_string()).collect();
     server.stop();
 
     let text = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
@@ -191,6 +201,28 @@ fn a_field_scenario_at_trace_level_logs_no_name_ethnicity_token_or_code() {
     ] {
         assert!(!text.contains(&form), "ethnicity is in the logs: {form}");
     }
+    // Every request has its span: id, method, path, status, latency; a sync names its
+    // device once authenticated, and the sync's own line carries both.
+    assert!(
+        text.contains("request_id=hygiene-probe-1"),
+        "the kept request id is in the span"
+    );
+    assert!(
+        text.contains(&format!("request_id={fresh}")),
+        "the fresh request id is in the span"
+    );
+    for id in &device_ids {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("device={id}")) && l.contains("request_id=") && l.contains(" sync "))
+            .unwrap_or_else(|| panic!("no sync line names device {id} with a request id"));
+        assert!(line.contains("path=/v1/sync"), "{line}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("answered") && l.contains("status=200") && l.contains("latency_ms=")),
+        "the answer's status and latency are recorded"
+    );
     for secret in &secrets {
         assert!(
             !text.contains(secret.as_str()),

@@ -8,6 +8,7 @@ mod common;
 mod crash_points;
 mod netem;
 mod nodes;
+mod operations;
 mod reports;
 mod rosters;
 mod scope_and_refusals;
