@@ -160,6 +160,18 @@ pub fn completes(attended: u32, sessions: u32, min_ratio: f64) -> bool {
     sessions > 0 && f64::from(attended) + 1e-9 >= min_ratio * f64::from(sessions)
 }
 
+/// The evaluation slots of a course that a trainee has not passed, in `slots` order.
+/// A course's slots are every slot recorded for any of its enrolled trainees; a trainee
+/// completes only when this is empty (and [`completes`] holds). The one evaluation rule
+/// of the course view and the unit and annual reports.
+pub fn evaluations_missing<'a>(slots: impl IntoIterator<Item = &'a str>, passed: impl Fn(&str) -> bool) -> Vec<String> {
+    slots
+        .into_iter()
+        .filter(|slot| !passed(slot))
+        .map(str::to_string)
+        .collect()
+}
+
 impl CourseReport {
     pub fn assemble(rows: CourseRows) -> CourseReport {
         let mut sessions = rows.sessions;
@@ -227,11 +239,8 @@ impl CourseReport {
                 };
                 // Compare in whole sessions so 0.8 x 36 = 28.8 needs 29, with no float edge.
                 let attendance_ok = completes(a, total, rows.min_ratio);
-                let missing: Vec<String> = slots
-                    .iter()
-                    .filter(|slot| !passed.contains(&(t.id.as_str(), **slot)))
-                    .map(|slot| slot.to_string())
-                    .collect();
+                let missing =
+                    evaluations_missing(slots.iter().copied(), |slot| passed.contains(&(t.id.as_str(), slot)));
                 CompletionRow {
                     cadre: t.id.clone(),
                     attended: a,
