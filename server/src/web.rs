@@ -901,30 +901,46 @@ async fn course_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
         },
         id = url(&r.id)
     ));
-    let marks: HashMap<(&str, &str), MarkStatus> = r
-        .marks
+    // Pages of trainees, sized so that a page of the largest course stays small.
+    let per_page = (80_000 / (r.sessions.len() * 20 + 150)).clamp(20, 200);
+    let pages = r.trainees.len().div_ceil(per_page).max(1);
+    let page_no = query(&uri)
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, pages);
+    let on_page: std::collections::HashSet<&str> = r
+        .trainees
         .iter()
-        .map(|m| ((m.session.as_str(), m.cadre.as_str()), m.status))
+        .skip((page_no - 1) * per_page)
+        .take(per_page)
+        .map(|t| t.id.as_str())
         .collect();
+    // One pass over the course's marks (50,000 for the largest): the chart's per-session
+    // counts, and the cells of this page's trainees only.
+    let mut attended_in: HashMap<&str, usize> = HashMap::new();
+    let mut marks: HashMap<(&str, &str), MarkStatus> = HashMap::new();
+    for m in &r.marks {
+        if m.status.attended(r.excused_counts) {
+            *attended_in.entry(m.session.as_str()).or_default() += 1;
+        }
+        if on_page.contains(m.cadre.as_str()) {
+            marks.insert((m.session.as_str(), m.cadre.as_str()), m.status);
+        }
+    }
     let conflicts: std::collections::HashSet<(&str, &str)> = r
         .conflicts
         .iter()
+        .filter(|k| on_page.contains(k.cadre.as_str()))
         .map(|k| (k.session.as_str(), k.cadre.as_str()))
         .collect();
-    // Per session: the share of trainees who attended (as the course counts it).
+    // Per session: the share of trainees who attended (as the course counts it; the
+    // report holds one mark per enrolled trainee and session at most).
     let chart: Vec<(String, f64)> = r
         .sessions
         .iter()
         .map(|s| {
-            let n = r
-                .trainees
-                .iter()
-                .filter(|t| {
-                    marks
-                        .get(&(s.id.as_str(), t.id.as_str()))
-                        .is_some_and(|m| m.attended(r.excused_counts))
-                })
-                .count();
+            let n = attended_in.get(s.id.as_str()).copied().unwrap_or(0);
             (s.date.clone(), n as f64 / r.trainees.len().max(1) as f64)
         })
         .collect();
@@ -945,14 +961,6 @@ async fn course_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
         c.t("Tỷ lệ", "Ratio"),
         c.t("Hoàn thành", "Completed")
     ));
-    // Pages of trainees, sized so that a page of the largest course stays small.
-    let per_page = (80_000 / (r.sessions.len() * 20 + 150)).clamp(20, 200);
-    let pages = r.trainees.len().div_ceil(per_page).max(1);
-    let page_no = query(&uri)
-        .get("page")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(1)
-        .clamp(1, pages);
     let rows = r
         .trainees
         .iter()
@@ -1785,22 +1793,22 @@ async fn course_xlsx(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
 }
 
 /// The unit of a report request: in the account's view, else 404.
-fn report_unit(c: &Ctx, q: &HashMap<String, String>) -> Result<UnitKey, Response> {
+fn report_unit(c: &Ctx, q: &HashMap<String, String>) -> Result<UnitKey, Box<Response>> {
     let Some(raw) = q.get("unit").filter(|u| !u.trim().is_empty()) else {
-        return Err(error_page(
+        return Err(Box::new(error_page(
             c.lang,
             StatusCode::BAD_REQUEST,
             c.t("Hãy chọn một đơn vị.", "Choose a unit."),
-        ));
+        )));
     };
     match UnitTree::reference().resolve(raw.trim()) {
         Ok(u) if c.sees(&u.key) => Ok(u.key.clone()),
-        _ => Err(not_found(c)),
+        _ => Err(Box::new(not_found(c))),
     }
 }
 
 /// A `YYYY-MM-DD` query value, or a page saying what is wrong with it.
-fn report_date(c: &Ctx, q: &HashMap<String, String>, key: &str) -> Result<String, Response> {
+fn report_date(c: &Ctx, q: &HashMap<String, String>, key: &str) -> Result<String, Box<Response>> {
     let v = q.get(key).map(|v| v.trim().to_string()).unwrap_or_default();
     if crate::reports::parse_date(key, &v).is_ok() {
         return Ok(v);
@@ -1810,7 +1818,7 @@ fn report_date(c: &Ctx, q: &HashMap<String, String>, key: &str) -> Result<String
     } else {
         c.t("Ngày kết thúc", "The end date")
     };
-    Err(error_page(
+    Err(Box::new(error_page(
         c.lang,
         StatusCode::BAD_REQUEST,
         &format!(
@@ -1820,7 +1828,7 @@ fn report_date(c: &Ctx, q: &HashMap<String, String>, key: &str) -> Result<String
                 "is not valid: it must be a date of the form YYYY-MM-DD (for example 2026-12-31)."
             )
         ),
-    ))
+    )))
 }
 
 /// The unit report for a period as XLSX: what `report unit UNIT --from --to --format
@@ -1834,7 +1842,7 @@ async fn unit_xlsx(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> 
     let checked = report_unit(&c, &q).and_then(|u| Ok((u, report_date(&c, &q, "from")?, report_date(&c, &q, "to")?)));
     let (unit, from, to) = match checked {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if from > to {
         return error_page(
@@ -1868,7 +1876,7 @@ async fn annual_xlsx(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -
     let q = query(&uri);
     let unit = match report_unit(&c, &q) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let year = match q.get("year").and_then(|y| y.trim().parse::<i32>().ok()) {
         Some(y) if (2000..=2100).contains(&y) => y,
