@@ -35,7 +35,8 @@ use sync_core::docs::{Contents, DocId, MarkEntry};
 use sync_core::report::{CourseRows, EvaluationRow, MarkInput, SessionRow, TraineeRow};
 
 use crate::store::{
-    CadreFacts, Contact, CourseListRow, DeviceRow, DocTx, MarkCounts, PeriodCourse, PeriodTrainee, Projection,
+    AccountRow, CadreFacts, CertificateRow, Contact, CourseListRow, DeviceRow, DocTx, MarkCounts, PeriodCourse,
+    PeriodTrainee, Projection,
     RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
 };
 
@@ -103,7 +104,24 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE p_courses ADD COLUMN programme TEXT;
      CREATE INDEX p_marks_report ON p_marks(course_id, cadre_id, status);
      CREATE INDEX p_sessions_date ON p_sessions(date, course_id);",
-    // 4: snapshots every few changes (the SQLite store's migration 6).
+    // 4: web accounts and their sign-in sessions (the SQLite store's migration 4), and
+    // the certificate register (its migration 3): one counter per (unit, year) that only
+    // goes up, so a number is never given twice.
+    "CREATE TABLE accounts (
+        name TEXT PRIMARY KEY, unit TEXT NOT NULL, password_hash TEXT NOT NULL, created_at BIGINT NOT NULL
+     );
+     CREATE TABLE web_sessions (
+        token_hash TEXT PRIMARY KEY, account TEXT NOT NULL REFERENCES accounts(name), expires_at BIGINT NOT NULL
+     );
+     CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
+     CREATE TABLE cert_register (unit TEXT NOT NULL, year BIGINT NOT NULL, last BIGINT NOT NULL,
+        PRIMARY KEY (unit, year));
+     CREATE TABLE certificates (
+        course_id TEXT NOT NULL, cadre_id TEXT NOT NULL, unit TEXT NOT NULL, year BIGINT NOT NULL,
+        seq BIGINT NOT NULL, number TEXT NOT NULL UNIQUE, issued_at BIGINT NOT NULL,
+        PRIMARY KEY (course_id, cadre_id)
+     );",
+    // 5: snapshots every few changes (the SQLite store's migration 6).
     "ALTER TABLE docs ADD COLUMN snapshot_seq BIGINT NOT NULL DEFAULT 0,
        ADD COLUMN tail_changes BIGINT NOT NULL DEFAULT 0, ADD COLUMN tail_bytes BIGINT NOT NULL DEFAULT 0;
      UPDATE docs SET snapshot_seq = updated_seq;",
@@ -733,6 +751,99 @@ fn device_row(r: &postgres::Row) -> DeviceRow {
 const DEVICE_COLS: &str =
     "id, unit, actor, app_version, created_at, revoked_at, last_sync_at, pending_reported, bytes_up, bytes_down, last_cursor";
 
+fn cert_row(r: &postgres::Row) -> CertificateRow {
+    CertificateRow {
+        number: r.get(0),
+        course_id: r.get(1),
+        cadre_id: r.get(2),
+        unit: r.get(3),
+        year: r.get(4),
+        seq: r.get(5),
+        issued_at: r.get(6),
+    }
+}
+
+/// An `accounts` row read as `SELECT name, unit, password_hash`.
+fn account_row(r: &postgres::Row) -> AccountRow {
+    AccountRow {
+        name: r.get(0),
+        unit: r.get(1),
+        password_hash: r.get(2),
+    }
+}
+
+const CERT_COLS: &str = "number, course_id, cadre_id, unit, year, seq, issued_at";
+
+impl PgStore {
+    /// One attempt of [`Store::issue_certificates`], in one transaction. The register's
+    /// row is locked first (an upsert that changes nothing takes the row lock, also for a
+    /// register's first number), so a second node issuing from the same register waits
+    /// here until this one commits, and then (read committed: every statement sees what
+    /// was committed before it) finds these certificates and the counter past them.
+    fn issue_once(
+        &self,
+        course_id: &str,
+        unit: &str,
+        year: i64,
+        cadres: &[String],
+        now: i64,
+    ) -> StoreResult<Vec<(CertificateRow, bool)>> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        let mut last: i64 = tx
+            .query_one(
+                "INSERT INTO cert_register (unit, year, last) VALUES ($1, $2, 0)
+                 ON CONFLICT (unit, year) DO UPDATE SET last = cert_register.last RETURNING last",
+                &[&unit, &year],
+            )?
+            .get(0);
+        let start = last;
+        let code = unit.rsplit(':').next().unwrap_or(unit);
+        let mut out = Vec::with_capacity(cadres.len());
+        for cadre in cadres {
+            if let Some(r) = tx.query_opt(
+                &format!("SELECT {CERT_COLS} FROM certificates WHERE course_id = $1 AND cadre_id = $2"),
+                &[&course_id, cadre],
+            )? {
+                out.push((cert_row(&r), false));
+                continue;
+            }
+            last += 1;
+            let row = CertificateRow {
+                number: format!("{code}/{year}/{last:05}"),
+                course_id: course_id.to_string(),
+                cadre_id: cadre.clone(),
+                unit: unit.to_string(),
+                year,
+                seq: last,
+                issued_at: now,
+            };
+            tx.execute(
+                "INSERT INTO certificates (course_id, cadre_id, unit, year, seq, number, issued_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &row.course_id,
+                    &row.cadre_id,
+                    &row.unit,
+                    &row.year,
+                    &row.seq,
+                    &row.number,
+                    &row.issued_at,
+                ],
+            )?;
+            out.push((row, true));
+        }
+        if last != start {
+            tx.execute(
+                "UPDATE cert_register SET last = $3 WHERE unit = $1 AND year = $2",
+                &[&unit, &year, &last],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
 impl Store for PgStore {
     fn create_enroll_code(&self, unit: &str, code_hash: &str, expires_at: i64) -> StoreResult<()> {
         self.client()?.execute(
@@ -824,6 +935,49 @@ impl Store for PgStore {
             &[&device_id, &now],
         )?;
         Ok(n > 0)
+    }
+
+    fn set_device_unit(&self, device_id: &str, unit: &str) -> StoreResult<bool> {
+        let n = self
+            .client()?
+            .execute("UPDATE devices SET unit = $2 WHERE id = $1", &[&device_id, &unit])?;
+        Ok(n > 0)
+    }
+
+    fn issue_certificates(
+        &self,
+        course_id: &str,
+        unit: &str,
+        year: i64,
+        cadres: &[String],
+        now: i64,
+    ) -> StoreResult<Vec<(CertificateRow, bool)>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.issue_once(course_id, unit, year, cadres, now) {
+                // Another node issued for this course and one of these cadres from another
+                // register at the same moment: run again, it then keeps that certificate.
+                Err(StoreError::Postgres(e)) if attempt < ATTEMPTS && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    tracing::debug!(attempt, "certificate issue raced another node; running it again");
+                }
+                Err(e) if attempt < ATTEMPTS && retryable(&e) => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn certificates(&self, course_id: &str) -> StoreResult<Vec<CertificateRow>> {
+        Ok(self
+            .client()?
+            .query(
+                "SELECT number, course_id, cadre_id, unit, year, seq, issued_at FROM certificates
+                 WHERE course_id = $1 ORDER BY unit, year, seq",
+                &[&course_id],
+            )?
+            .iter()
+            .map(cert_row)
+            .collect())
     }
 
     fn devices(&self) -> StoreResult<Vec<DeviceRow>> {
@@ -1098,7 +1252,17 @@ impl Store for PgStore {
                         theory_level: r.get(7),
                     }),
                     marks: MarkCounts::default(),
+                    evaluations: Vec::new(),
                 });
+            }
+            for r in tx.query(
+                "SELECT cadre_id, slot, pass FROM p_evaluations WHERE course_id = $1 ORDER BY cadre_id, slot",
+                &[&course.id],
+            )? {
+                let cadre: &str = r.get(0);
+                if let Some(&i) = index.get(cadre) {
+                    out[i].evaluations.push((r.get(1), r.get(2)));
+                }
             }
             let whole = course.sessions_in_period == course.sessions;
             let mut count = |rows: Vec<postgres::Row>, in_period: bool, total: bool| {
@@ -1128,6 +1292,69 @@ impl Store for PgStore {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    fn put_account(&self, name: &str, unit: &str, password_hash: &str, now: i64, replace: bool) -> StoreResult<bool> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        let n = if replace {
+            tx.execute(
+                "INSERT INTO accounts (name, unit, password_hash, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET unit = EXCLUDED.unit, password_hash = EXCLUDED.password_hash",
+                &[&name, &unit, &password_hash, &now],
+            )?
+        } else {
+            tx.execute(
+                "INSERT INTO accounts (name, unit, password_hash, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &unit, &password_hash, &now],
+            )?
+        };
+        if replace {
+            // A new password ends every session of the old one, on every node.
+            tx.execute("DELETE FROM web_sessions WHERE account = $1", &[&name])?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn account(&self, name: &str) -> StoreResult<Option<AccountRow>> {
+        Ok(self
+            .client()?
+            .query_opt(
+                "SELECT name, unit, password_hash FROM accounts WHERE name = $1",
+                &[&name],
+            )?
+            .map(|r| account_row(&r)))
+    }
+
+    fn create_web_session(&self, token_hash: &str, account: &str, now: i64, expires_at: i64) -> StoreResult<()> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        tx.execute("DELETE FROM web_sessions WHERE expires_at <= $1", &[&now])?;
+        tx.execute(
+            "INSERT INTO web_sessions (token_hash, account, expires_at) VALUES ($1, $2, $3)",
+            &[&token_hash, &account, &expires_at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn web_session(&self, token_hash: &str, now: i64) -> StoreResult<Option<AccountRow>> {
+        Ok(self
+            .client()?
+            .query_opt(
+                "SELECT a.name, a.unit, a.password_hash FROM web_sessions s JOIN accounts a ON a.name = s.account
+                 WHERE s.token_hash = $1 AND s.expires_at > $2",
+                &[&token_hash, &now],
+            )?
+            .map(|r| account_row(&r)))
+    }
+
+    fn delete_web_session(&self, token_hash: &str) -> StoreResult<()> {
+        self.client()?
+            .execute("DELETE FROM web_sessions WHERE token_hash = $1", &[&token_hash])?;
+        Ok(())
     }
 
     fn changes_until(&self, until: i64) -> StoreResult<Vec<(String, Vec<u8>)>> {

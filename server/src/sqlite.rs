@@ -1127,6 +1127,10 @@ impl Store for SqliteStore {
                JOIN p_sessions s ON s.course_id = m.course_id AND s.id = m.session_id
              WHERE m.course_id = ?1 AND s.date >= ?2 AND s.date <= ?3 GROUP BY m.cadre_id, m.status",
         )?;
+        // The primary key's range: completion needs every evaluation slot passed.
+        let mut evaluations = conn.prepare_cached(
+            "SELECT cadre_id, slot, pass FROM p_evaluations WHERE course_id = ?1 ORDER BY cadre_id, slot",
+        )?;
         let mut out = Vec::new();
         for course in courses {
             let mut index = std::collections::HashMap::new();
@@ -1160,8 +1164,17 @@ impl Store for SqliteStore {
                         theory_level,
                     }),
                     marks: MarkCounts::default(),
+                    evaluations: Vec::new(),
                 });
             }
+            let mut rows = evaluations.query([&course.id])?;
+            while let Some(r) = rows.next()? {
+                let cadre = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+                if let Some(&i) = index.get(cadre) {
+                    out[i].evaluations.push((r.get(1)?, r.get(2)?));
+                }
+            }
+            drop(rows);
             let whole = course.sessions_in_period == course.sessions;
             let mut count = |stmt: &mut rusqlite::CachedStatement<'_>,
                              args: &[&dyn rusqlite::ToSql],

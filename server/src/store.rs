@@ -172,6 +172,8 @@ pub struct PeriodTrainee {
     pub cadre_id: String,
     pub cadre: Option<CadreFacts>,
     pub marks: MarkCounts,
+    /// The trainee's evaluations in this course: (slot, counts as passed), by slot.
+    pub evaluations: Vec<(String, bool)>,
 }
 
 /// The projection rows a stored change rewrites.
@@ -321,8 +323,8 @@ pub trait Store: Send + Sync + 'static {
     fn period_courses(&self, _from: &str, _to: &str) -> StoreResult<Vec<PeriodCourse>> {
         no_reports()
     }
-    /// The enrolments of `courses` with their cadres' attributes and mark counts, course
-    /// by course (each a range of the report indexes).
+    /// The enrolments of `courses` with their cadres' attributes, mark counts and
+    /// evaluations, course by course (each a range of the report indexes).
     fn period_trainees(&self, _courses: &[PeriodCourse], _from: &str, _to: &str) -> StoreResult<Vec<PeriodTrainee>> {
         no_reports()
     }

@@ -38,6 +38,9 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/courses/{id}", get(course_page))
         .route("/courses/{id}/marks.csv", get(course_csv))
+        .route("/courses/{id}/report.xlsx", get(course_xlsx))
+        .route("/reports/unit.xlsx", get(unit_xlsx))
+        .route("/reports/annual.xlsx", get(annual_xlsx))
         .route("/api/courses/{id}", get(course_json))
         .route("/conflicts", get(conflicts_page))
         .route("/conflicts/resolve", post(resolve_conflict))
@@ -805,6 +808,18 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> R
             ));
         }
     }
+    if c.sees(&unit) {
+        let year = this_year();
+        let u = url(&unit.to_string());
+        body.push_str(&format!(
+            "<h2>{}</h2><p><a href=\"/reports/unit.xlsx?unit={u}&amp;from={year}-01-01&amp;to={year}-12-31\" download>{} {year} (Excel)</a> · \
+<a href=\"/reports/annual.xlsx?unit={u}&amp;year={year}\" download>{} {year} (Excel)</a> · <a href=\"/downloads\">{}</a></p>",
+            c.t("Báo cáo", "Reports"),
+            c.t("Báo cáo đơn vị năm", "Unit report for"),
+            c.t("Báo cáo đào tạo, bồi dưỡng năm", "Annual training report"),
+            c.t("Báo cáo khác, chọn kỳ", "Other reports, choose the period"),
+        ));
+    }
     let title = format!("{} — {}", c.t("Tổng quan", "Overview"), unit_name(&unit.to_string()));
     ok_page(&c, &title, &body)
 }
@@ -872,7 +887,8 @@ async fn course_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
         c.t("xung đột", "conflicts"),
     );
     body.push_str(&format!(
-        "<p><a href=\"/courses/{id}/marks.csv\" download>{}</a>{}</p>",
+        "<p><a href=\"/courses/{id}/report.xlsx\" download>{}</a> · <a href=\"/courses/{id}/marks.csv\" download>{}</a>{}</p>",
+        c.t("Tải báo cáo lớp (Excel)", "Download the course report (Excel)"),
         c.t("Tải bảng điểm danh (CSV)", "Download the attendance table (CSV)"),
         if r.conflicts.is_empty() {
             String::new()
@@ -885,30 +901,46 @@ async fn course_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
         },
         id = url(&r.id)
     ));
-    let marks: HashMap<(&str, &str), MarkStatus> = r
-        .marks
+    // Pages of trainees, sized so that a page of the largest course stays small.
+    let per_page = (80_000 / (r.sessions.len() * 20 + 150)).clamp(20, 200);
+    let pages = r.trainees.len().div_ceil(per_page).max(1);
+    let page_no = query(&uri)
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, pages);
+    let on_page: std::collections::HashSet<&str> = r
+        .trainees
         .iter()
-        .map(|m| ((m.session.as_str(), m.cadre.as_str()), m.status))
+        .skip((page_no - 1) * per_page)
+        .take(per_page)
+        .map(|t| t.id.as_str())
         .collect();
+    // One pass over the course's marks (50,000 for the largest): the chart's per-session
+    // counts, and the cells of this page's trainees only.
+    let mut attended_in: HashMap<&str, usize> = HashMap::new();
+    let mut marks: HashMap<(&str, &str), MarkStatus> = HashMap::new();
+    for m in &r.marks {
+        if m.status.attended(r.excused_counts) {
+            *attended_in.entry(m.session.as_str()).or_default() += 1;
+        }
+        if on_page.contains(m.cadre.as_str()) {
+            marks.insert((m.session.as_str(), m.cadre.as_str()), m.status);
+        }
+    }
     let conflicts: std::collections::HashSet<(&str, &str)> = r
         .conflicts
         .iter()
+        .filter(|k| on_page.contains(k.cadre.as_str()))
         .map(|k| (k.session.as_str(), k.cadre.as_str()))
         .collect();
-    // Per session: the share of trainees who attended (as the course counts it).
+    // Per session: the share of trainees who attended (as the course counts it; the
+    // report holds one mark per enrolled trainee and session at most).
     let chart: Vec<(String, f64)> = r
         .sessions
         .iter()
         .map(|s| {
-            let n = r
-                .trainees
-                .iter()
-                .filter(|t| {
-                    marks
-                        .get(&(s.id.as_str(), t.id.as_str()))
-                        .is_some_and(|m| m.attended(r.excused_counts))
-                })
-                .count();
+            let n = attended_in.get(s.id.as_str()).copied().unwrap_or(0);
             (s.date.clone(), n as f64 / r.trainees.len().max(1) as f64)
         })
         .collect();
@@ -929,14 +961,6 @@ async fn course_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri, P
         c.t("Tỷ lệ", "Ratio"),
         c.t("Hoàn thành", "Completed")
     ));
-    // Pages of trainees, sized so that a page of the largest course stays small.
-    let per_page = (80_000 / (r.sessions.len() * 20 + 150)).clamp(20, 200);
-    let pages = r.trainees.len().div_ceil(per_page).max(1);
-    let page_no = query(&uri)
-        .get("page")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(1)
-        .clamp(1, pages);
     let rows = r
         .trainees
         .iter()
@@ -1548,6 +1572,27 @@ async fn issue_code(State(st): State<AppState>, headers: HeaderMap, uri: Uri, Fo
 
 // ---- downloads ----
 
+/// The current calendar year (the server's clock, UTC).
+fn this_year() -> i32 {
+    time::OffsetDateTime::from_unix_timestamp(now())
+        .map(|t| t.year())
+        .unwrap_or(2026)
+}
+
+/// `<option>`s of the account's unit and every unit below it.
+fn unit_options(c: &Ctx) -> String {
+    let mut out = String::new();
+    for u in UnitTree::reference().subtree(&c.unit) {
+        let indent = if u == c.unit { "" } else { "— " };
+        out.push_str(&format!(
+            "<option value=\"{}\">{indent}{}</option>",
+            esc(&u.to_string()),
+            esc(&unit_name(&u.to_string()))
+        ));
+    }
+    out
+}
+
 async fn downloads_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let c = match ctx(&st, &headers, &uri).await {
         Ok(c) => c,
@@ -1558,12 +1603,44 @@ async fn downloads_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri
         Ok(v) => v,
         Err(e) => return ctx_error(&c, e),
     };
+    let year = this_year();
+    let options = unit_options(&c);
+    // The period reports: GET forms, so a download is a plain link to the file.
     let mut body = format!(
-        "<p>{}</p><div class=\"tbl\"><table><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr>",
-        c.t(
-            "Bảng điểm danh từng lớp, dạng CSV (UTF-8, mở được bằng Excel).",
-            "Each course's attendance table as CSV (UTF-8, opens in Excel)."
+        "<h2>{h_unit}</h2><p>{p_unit}</p><form method=\"get\" action=\"/reports/unit.xlsx\">\
+<label for=\"ru-unit\">{l_unit}</label> <select id=\"ru-unit\" name=\"unit\">{options}</select> \
+<label for=\"ru-from\">{l_from}</label> <input id=\"ru-from\" name=\"from\" type=\"date\" required value=\"{year}-01-01\"> \
+<label for=\"ru-to\">{l_to}</label> <input id=\"ru-to\" name=\"to\" type=\"date\" required value=\"{year}-12-31\"> \
+<button type=\"submit\">{b_unit}</button></form>\
+<h2>{h_annual}</h2><p>{p_annual}</p><form method=\"get\" action=\"/reports/annual.xlsx\">\
+<label for=\"ra-unit\">{l_unit}</label> <select id=\"ra-unit\" name=\"unit\">{options}</select> \
+<label for=\"ra-year\">{l_year}</label> <input id=\"ra-year\" name=\"year\" type=\"number\" min=\"2000\" max=\"2100\" required value=\"{year}\" style=\"width:6rem\"> \
+<button type=\"submit\">{b_annual}</button></form>\
+<h2>{h_courses}</h2><p>{p_courses}</p>",
+        h_unit = c.t("Báo cáo đơn vị theo kỳ", "Unit report for a period"),
+        p_unit = c.t(
+            "Số lớp, học viên, lượt buổi học, tỷ lệ chuyên cần và hoàn thành, phân tổ theo giới tính, dân tộc, độ tuổi, đối tượng, trình độ (Excel).",
+            "Courses, trainees, trainee-sessions, attendance and completion, broken down by gender, ethnicity, age, category and qualification (Excel)."
         ),
+        l_unit = c.t("Đơn vị", "Unit"),
+        l_from = c.t("Từ ngày", "From"),
+        l_to = c.t("Đến ngày", "To"),
+        b_unit = c.t("Tải báo cáo đơn vị (Excel)", "Download the unit report (Excel)"),
+        h_annual = c.t("Báo cáo đào tạo, bồi dưỡng hằng năm", "Annual training report"),
+        p_annual = c.t(
+            "Lượt học viên theo loại chương trình, trong đó nữ và dân tộc thiểu số (Excel).",
+            "Learner-places by programme type, of which women and ethnic minorities (Excel)."
+        ),
+        l_year = c.t("Năm", "Year"),
+        b_annual = c.t("Tải báo cáo năm (Excel)", "Download the annual report (Excel)"),
+        h_courses = c.t("Từng lớp", "Each course"),
+        p_courses = c.t(
+            "Báo cáo lớp (Excel: điểm danh, buổi học, xung đột, thông tin lớp) và bảng điểm danh (CSV, UTF-8, mở được bằng Excel).",
+            "The course report (Excel: attendance, sessions, conflicts, course details) and the attendance table (CSV, UTF-8, opens in Excel)."
+        ),
+    );
+    let mut table = format!(
+        "<div class=\"tbl\"><table><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr>",
         c.t("Đơn vị", "Unit"),
         c.t("Lớp", "Course"),
         c.t("Tải về", "Download"),
@@ -1571,16 +1648,259 @@ async fn downloads_page(State(st): State<AppState>, headers: HeaderMap, uri: Uri
     let mut any = false;
     for r in courses.iter().filter(|r| c.sees_str(&r.unit)).take(500) {
         any = true;
-        body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td><a href=\"/courses/{id}/marks.csv\" download>CSV</a></td></tr>",
+        let title = esc(&r.title);
+        table.push_str(&format!(
+            "<tr><td>{}</td><td>{title}</td><td><a href=\"/courses/{id}/report.xlsx\" download aria-label=\"{} {title} (Excel)\">Excel</a> · \
+<a href=\"/courses/{id}/marks.csv\" download aria-label=\"{} {title} (CSV)\">CSV</a></td></tr>",
             esc(&unit_name(&r.unit)),
-            esc(&r.title),
+            c.t("Báo cáo lớp", "Course report"),
+            c.t("Bảng điểm danh", "Attendance table"),
             id = url(&r.id)
         ));
     }
-    body.push_str("</table></div>");
-    if !any {
-        body = format!("<p>{}</p>", c.t("Chưa có lớp nào.", "No courses yet."));
+    table.push_str("</table></div>");
+    if any {
+        body.push_str(&table);
+    } else {
+        body.push_str(&format!("<p>{}</p>", c.t("Chưa có lớp nào.", "No courses yet.")));
     }
     ok_page(&c, c.t("Tải về", "Downloads"), &body)
+}
+
+pub const XLSX_CONTENT_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// A file name safe in any file system: no path separators, reserved or control
+/// characters, at most 120 characters before the extension.
+fn safe_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|ch| {
+            if ch.is_control() || "/\\:*?\"<>|".contains(ch) {
+                ' '
+            } else {
+                ch
+            }
+        })
+        .collect();
+    let words: Vec<&str> = cleaned.split_whitespace().collect();
+    let joined: String = words.join(" ").chars().take(120).collect();
+    let trimmed = joined.trim_matches(|ch: char| ch == '.' || ch == ' ');
+    if trimmed.is_empty() {
+        "diemdanh".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// `Content-Disposition: attachment` for a (Vietnamese) file name, RFC 6266: `filename`
+/// an ASCII fallback (accents folded, the rest replaced by `-`), `filename*` the name in
+/// UTF-8, percent-encoded (RFC 8187), which every current browser prefers.
+pub fn attachment(stem: &str, ext: &str) -> HeaderValue {
+    let name = format!("{}.{ext}", safe_file_name(stem));
+    let mut ascii = String::new();
+    for ch in sync_core::text::fold(&safe_file_name(stem)).chars() {
+        let ch = if ch.is_ascii_alphanumeric() || ch == '.' || ch == '_' {
+            ch
+        } else {
+            '-'
+        };
+        if !(ch == '-' && ascii.ends_with('-')) {
+            ascii.push(ch);
+        }
+    }
+    let ascii = ascii.trim_matches('-');
+    let ascii = if ascii.is_empty() { "diemdanh" } else { ascii };
+    let encoded: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}.{ext}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+fn xlsx_response(bytes: Vec<u8>, stem: &str) -> Response {
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(XLSX_CONTENT_TYPE));
+    h.insert(header::CONTENT_DISPOSITION, attachment(stem, "xlsx"));
+    // Personal data: kept by the person who asked, not by caches on the way.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    resp
+}
+
+fn report_failed(c: &Ctx, e: crate::reports::ReportError) -> Response {
+    use crate::reports::ReportError;
+    match e {
+        ReportError::NotFound(_) => not_found(c),
+        ReportError::Input(m) => error_page(c.lang, StatusCode::BAD_REQUEST, &m),
+        ReportError::Store(e) => ctx_error(c, e.into()),
+        ReportError::Export(m) => {
+            tracing::error!(error = %m, "report export failed");
+            ctx_error(
+                c,
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the export failed"),
+            )
+        }
+    }
+}
+
+/// Runs a report and its XLSX export off the async threads.
+async fn xlsx_of(
+    c: &Ctx,
+    f: impl FnOnce() -> crate::reports::ReportResult<(Vec<u8>, String)> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok((bytes, stem))) => xlsx_response(bytes, &stem),
+        Ok(Err(e)) => report_failed(c, e),
+        Err(_) => ctx_error(
+            c,
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the report failed"),
+        ),
+    }
+}
+
+/// The course report as XLSX: the file `diemdanh-server report course ID --format xlsx` writes.
+async fn course_xlsx(State(st): State<AppState>, headers: HeaderMap, uri: Uri, Path(id): Path<String>) -> Response {
+    let c = match ctx(&st, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if sync_core::model::check_id("course", &id).is_err() {
+        return not_found(&c);
+    }
+    let store = st.store.clone();
+    let scope = c.unit.clone();
+    xlsx_of(&c, move || {
+        use crate::reports::{course, export::xlsx, ReportError, Tabular};
+        let sheet = course::build(&*store, &id)?;
+        let inside = sheet
+            .report
+            .unit
+            .parse::<UnitKey>()
+            .is_ok_and(|u| UnitTree::reference().is_within(&u, &scope));
+        if !inside {
+            return Err(ReportError::NotFound(id));
+        }
+        let bytes = xlsx::write(&sheet.tables())?;
+        Ok((bytes, format!("Báo cáo lớp {}", sheet.report.title)))
+    })
+    .await
+}
+
+/// The unit of a report request: in the account's view, else 404.
+fn report_unit(c: &Ctx, q: &HashMap<String, String>) -> Result<UnitKey, Box<Response>> {
+    let Some(raw) = q.get("unit").filter(|u| !u.trim().is_empty()) else {
+        return Err(Box::new(error_page(
+            c.lang,
+            StatusCode::BAD_REQUEST,
+            c.t("Hãy chọn một đơn vị.", "Choose a unit."),
+        )));
+    };
+    match UnitTree::reference().resolve(raw.trim()) {
+        Ok(u) if c.sees(&u.key) => Ok(u.key.clone()),
+        _ => Err(Box::new(not_found(c))),
+    }
+}
+
+/// A `YYYY-MM-DD` query value, or a page saying what is wrong with it.
+fn report_date(c: &Ctx, q: &HashMap<String, String>, key: &str) -> Result<String, Box<Response>> {
+    let v = q.get(key).map(|v| v.trim().to_string()).unwrap_or_default();
+    if crate::reports::parse_date(key, &v).is_ok() {
+        return Ok(v);
+    }
+    let what = if key == "from" {
+        c.t("Ngày bắt đầu", "The start date")
+    } else {
+        c.t("Ngày kết thúc", "The end date")
+    };
+    Err(Box::new(error_page(
+        c.lang,
+        StatusCode::BAD_REQUEST,
+        &format!(
+            "{what} {}",
+            c.t(
+                "không hợp lệ: cần một ngày dạng NNNN-TT-NN (ví dụ 2026-12-31).",
+                "is not valid: it must be a date of the form YYYY-MM-DD (for example 2026-12-31)."
+            )
+        ),
+    )))
+}
+
+/// The unit report for a period as XLSX: what `report unit UNIT --from --to --format
+/// xlsx` writes, counting only the account's subtree.
+async fn unit_xlsx(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    let c = match ctx(&st, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let q = query(&uri);
+    let checked = report_unit(&c, &q).and_then(|u| Ok((u, report_date(&c, &q, "from")?, report_date(&c, &q, "to")?)));
+    let (unit, from, to) = match checked {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if from > to {
+        return error_page(
+            c.lang,
+            StatusCode::BAD_REQUEST,
+            c.t(
+                "Ngày bắt đầu phải trước hoặc bằng ngày kết thúc.",
+                "The start date must be on or before the end date.",
+            ),
+        );
+    }
+    let store = st.store.clone();
+    let scope = c.unit.clone();
+    xlsx_of(&c, move || {
+        use crate::reports::{export::xlsx, unit, Tabular};
+        let period = unit::Period::new(&unit.to_string(), &from, &to)?.within(&scope);
+        let report = unit::build(&*store, &period)?;
+        let bytes = xlsx::write(&report.tables())?;
+        Ok((bytes, format!("Báo cáo {} từ {from} đến {to}", report.unit_name)))
+    })
+    .await
+}
+
+/// The annual training report as XLSX: what `report annual UNIT --year --format xlsx`
+/// writes, counting only the account's subtree.
+async fn annual_xlsx(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    let c = match ctx(&st, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let q = query(&uri);
+    let unit = match report_unit(&c, &q) {
+        Ok(u) => u,
+        Err(r) => return *r,
+    };
+    let year = match q.get("year").and_then(|y| y.trim().parse::<i32>().ok()) {
+        Some(y) if (2000..=2100).contains(&y) => y,
+        _ => {
+            return error_page(
+                c.lang,
+                StatusCode::BAD_REQUEST,
+                c.t(
+                    "Năm không hợp lệ: cần một năm từ 2000 đến 2100.",
+                    "Not a valid year: it must be a year from 2000 to 2100.",
+                ),
+            )
+        }
+    };
+    let store = st.store.clone();
+    let scope = c.unit.clone();
+    xlsx_of(&c, move || {
+        use crate::reports::{annual, export::xlsx, Tabular};
+        let report = annual::build_within(&*store, &unit.to_string(), year, Some(&scope))?;
+        let bytes = xlsx::write(&report.tables())?;
+        Ok((
+            bytes,
+            format!("Báo cáo đào tạo, bồi dưỡng năm {year} {}", report.unit_name),
+        ))
+    })
+    .await
 }

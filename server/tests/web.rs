@@ -1,5 +1,6 @@
 //! The web pages without a socket (`oneshot`): sign-in, access by unit subtree, CSRF,
-//! page sizes, the language switch, conflicts resolved by a server change.
+//! page sizes, the language switch, conflicts resolved by a server change, XLSX
+//! downloads equal to the command line's exports.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ struct Resp {
     status: StatusCode,
     headers: axum::http::HeaderMap,
     body: String,
+    bytes: Vec<u8>,
 }
 
 impl Resp {
@@ -66,6 +68,7 @@ impl Browser {
             status,
             headers,
             body: String::from_utf8_lossy(&bytes).to_string(),
+            bytes: bytes.to_vec(),
         };
         for c in r.cookies() {
             let first = c.split(';').next().unwrap_or("");
@@ -568,4 +571,245 @@ async fn a_conflict_resolved_on_the_web_is_a_server_change_devices_receive() {
         o.post("/conflicts/resolve", &theirs).await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// Every sheet of an XLSX file, as (sheet name, cells row by row).
+type Workbook = Vec<(String, Vec<Vec<calamine::Data>>)>;
+
+fn workbook(bytes: &[u8]) -> Workbook {
+    use calamine::Reader;
+    let mut wb: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).expect("an XLSX calamine opens");
+    wb.sheet_names()
+        .into_iter()
+        .map(|name| {
+            let range = wb.worksheet_range(&name).expect("sheet");
+            let rows = range.rows().map(<[calamine::Data]>::to_vec).collect();
+            (name, rows)
+        })
+        .collect()
+}
+
+/// What `diemdanh-server report ARGS --data DIR --format xlsx --out FILE` writes.
+fn cli_xlsx(dir: &std::path::Path, args: &[&str]) -> Workbook {
+    let out = dir.join("cli.xlsx");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_diemdanh-server"))
+        .arg("report")
+        .args(args)
+        .arg("--data")
+        .arg(dir)
+        .args(["--format", "xlsx", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run diemdanh-server report");
+    assert!(
+        run.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    workbook(&std::fs::read(&out).expect("the CLI's file"))
+}
+
+fn assert_xlsx(r: &Resp, filename_star: &str, ascii: &str) {
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    );
+    let cd = r
+        .headers
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .expect("Content-Disposition")
+        .to_string();
+    assert!(cd.starts_with("attachment; "), "{cd}");
+    assert!(
+        cd.contains(&format!("filename=\"{ascii}\"")),
+        "ASCII fallback {ascii} in {cd}"
+    );
+    assert!(
+        cd.contains(&format!("filename*=UTF-8''{filename_star}")),
+        "RFC 6266 filename* {filename_star} in {cd}"
+    );
+    assert!(r.bytes.starts_with(b"PK"), "a zip container");
+}
+
+/// Decodes an RFC 8187 `filename*` value.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() + 1 {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).expect("hex"));
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("UTF-8")
+}
+
+fn filename_star(r: &Resp) -> String {
+    let cd = r
+        .headers
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let at = cd.find("filename*=UTF-8''").expect("filename*") + "filename*=UTF-8''".len();
+    let value = &cd[at..];
+    assert!(
+        value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"%-._~".contains(&b)),
+        "only attr-chars and escapes: {value}"
+    );
+    percent_decode(value)
+}
+
+#[tokio::test]
+async fn xlsx_downloads_are_the_command_lines_exports_within_the_accounts_view() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = demo_store(dir.path());
+    let courses = store.courses().expect("courses");
+    let big = courses.iter().find(|c| c.trainees == 70).expect("the province's class");
+    let mut p = signed_in(&store, "tinh").await;
+
+    // The course page and the downloads page link the files, with names people can read.
+    let page = p.get(&format!("/courses/{}", big.id)).await;
+    assert!(page.body.contains(&format!(
+        "<a href=\"/courses/{}/report.xlsx\" download>Tải báo cáo lớp (Excel)</a>",
+        big.id
+    )));
+    let downloads = p.get("/downloads").await;
+    assert_eq!(downloads.status, StatusCode::OK);
+    for needle in [
+        "action=\"/reports/unit.xlsx\"",
+        "action=\"/reports/annual.xlsx\"",
+        "<label for=\"ru-from\">",
+        "<label for=\"ra-year\">",
+        &format!("/courses/{}/report.xlsx", big.id),
+    ] {
+        assert!(downloads.body.contains(needle), "{needle}");
+    }
+    assert!(downloads.body.len() < 100_000);
+    let home = p.get("/").await;
+    assert!(
+        home.body.contains("/reports/unit.xlsx?unit=2025%3A12&amp;from="),
+        "overview links the unit report"
+    );
+
+    // Course report: the CLI's file, cell for cell.
+    let r = p.get(&format!("/courses/{}/report.xlsx", big.id)).await;
+    assert_xlsx(
+        &r,
+        "B%C3%A1o%20c%C3%A1o%20l%E1%BB%9Bp%20Trung%20c%E1%BA%A5p%20l%C3%BD%20lu%E1%BA%ADn%20ch%C3%ADnh%20tr%E1%BB%8B%20-%20h%C3%A0nh%20ch%C3%ADnh.xlsx",
+        "bao-cao-lop-trung-cap-ly-luan-chinh-tri-hanh-chinh.xlsx",
+    );
+    assert_eq!(
+        filename_star(&r),
+        "Báo cáo lớp Trung cấp lý luận chính trị - hành chính.xlsx"
+    );
+    let web = workbook(&r.bytes);
+    assert_eq!(web, cli_xlsx(dir.path(), &["course", &big.id]));
+    let names: Vec<&str> = web.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["Điểm danh", "Buổi học", "Xung đột chờ xử lý", "Thông tin lớp"]);
+    assert_eq!(web[0].1.len(), 71, "header + 70 trainees");
+
+    // Unit report for a period, and the annual report: the CLI's files.
+    let r = p
+        .get("/reports/unit.xlsx?unit=2025:12&from=2025-12-01&to=2026-06-30")
+        .await;
+    assert_xlsx(
+        &r,
+        "B%C3%A1o%20c%C3%A1o%20T%E1%BB%89nh%20Lai%20Ch%C3%A2u%20t%E1%BB%AB%202025-12-01%20%C4%91%E1%BA%BFn%202026-06-30.xlsx",
+        "bao-cao-tinh-lai-chau-tu-2025-12-01-den-2026-06-30.xlsx",
+    );
+    let unit = workbook(&r.bytes);
+    assert_eq!(
+        unit,
+        cli_xlsx(
+            dir.path(),
+            &["unit", "2025:12", "--from", "2025-12-01", "--to", "2026-06-30"]
+        )
+    );
+    // The totals row: every course held, and completions as the course reports count them.
+    let totals = &unit[0].1[1];
+    assert_eq!(totals[3], calamine::Data::Float(courses.len() as f64), "{totals:?}");
+    let mut completed = 0;
+    for c in &courses {
+        let sheet = diemdanh_server::reports::course::build(&*store, &c.id).expect("course report");
+        completed += sheet.report.completion.iter().filter(|x| x.completed).count();
+    }
+    assert_eq!(
+        totals[10],
+        calamine::Data::Float(completed as f64),
+        "completions: {totals:?}"
+    );
+    let r = p.get("/reports/annual.xlsx?unit=2025:12&year=2026").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        filename_star(&r),
+        "Báo cáo đào tạo, bồi dưỡng năm 2026 Tỉnh Lai Châu.xlsx"
+    );
+    assert_eq!(
+        workbook(&r.bytes),
+        cli_xlsx(dir.path(), &["annual", "2025:12", "--year", "2026"])
+    );
+
+    // Bad requests are told what is wrong.
+    for (path, words) in [
+        (
+            "/reports/unit.xlsx?unit=2025:12&from=2026-13-01&to=2026-12-31",
+            "NNNN-TT-NN",
+        ),
+        (
+            "/reports/unit.xlsx?unit=2025:12&from=2026-12-31&to=2026-01-01",
+            "trước hoặc bằng",
+        ),
+        ("/reports/unit.xlsx?unit=2025:12&to=2026-01-01", "Ngày bắt đầu"),
+        ("/reports/unit.xlsx?from=2026-01-01&to=2026-12-31", "chọn một đơn vị"),
+        ("/reports/annual.xlsx?unit=2025:12&year=1999", "2000 đến 2100"),
+        ("/reports/annual.xlsx?unit=2025:12&year=abc", "2000 đến 2100"),
+    ] {
+        let r = p.get(path).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(r.body.contains(words), "{path}: {}", r.body);
+    }
+
+    // A commune's account: its own commune's report is the CLI's; anything outside is 404.
+    let mut n = signed_in(&store, "namhang").await;
+    let r = n
+        .get("/reports/unit.xlsx?unit=2025:03434&from=2025-12-01&to=2026-06-30")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        workbook(&r.bytes),
+        cli_xlsx(
+            dir.path(),
+            &["unit", "2025:03434", "--from", "2025-12-01", "--to", "2026-06-30"]
+        )
+    );
+    let theirs = courses
+        .iter()
+        .find(|c| c.unit == "2025:03460")
+        .expect("another commune's course");
+    for path in [
+        format!("/courses/{}/report.xlsx", theirs.id),
+        format!("/courses/{}/report.xlsx", big.id),
+        "/courses/nonexistent/report.xlsx".into(),
+        "/reports/unit.xlsx?unit=2025:03460&from=2025-12-01&to=2026-06-30".into(),
+        "/reports/unit.xlsx?unit=2025:12&from=2025-12-01&to=2026-06-30".into(),
+        "/reports/annual.xlsx?unit=2025:12&year=2026".into(),
+        "/reports/annual.xlsx?unit=bogus&year=2026".into(),
+    ] {
+        let r = n.get(&path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!r.bytes.starts_with(b"PK"), "{path}");
+    }
+    // Without a session: sign in first.
+    let mut anon = Browser::new(&store);
+    let r = anon.get(&format!("/courses/{}/report.xlsx", big.id)).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"));
 }

@@ -2,7 +2,7 @@
 //! `report course` are assembled by this one function from the same kind of rows, so
 //! "the server's report equals each device's view" is a property of the code, not luck.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +160,18 @@ pub fn completes(attended: u32, sessions: u32, min_ratio: f64) -> bool {
     sessions > 0 && f64::from(attended) + 1e-9 >= min_ratio * f64::from(sessions)
 }
 
+/// The evaluation slots of a course that a trainee has not passed, in `slots` order.
+/// A course's slots are every slot recorded for any of its enrolled trainees; a trainee
+/// completes only when this is empty (and [`completes`] holds). The one evaluation rule
+/// of the course view and the unit and annual reports.
+pub fn evaluations_missing<'a>(slots: impl IntoIterator<Item = &'a str>, passed: impl Fn(&str) -> bool) -> Vec<String> {
+    slots
+        .into_iter()
+        .filter(|slot| !passed(slot))
+        .map(str::to_string)
+        .collect()
+}
+
 impl CourseReport {
     pub fn assemble(rows: CourseRows) -> CourseReport {
         let mut sessions = rows.sessions;
@@ -167,46 +179,55 @@ impl CourseReport {
         let mut trainees = rows.trainees;
         // Vietnamese list order (given name, then the whole name), the same on every side.
         trainees.sort_by_cached_key(|t| (t.name.as_deref().map(crate::text::name_key), t.id.clone()));
-        let session_ids: BTreeSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
-        let enrolled: BTreeSet<&str> = trainees.iter().map(|t| t.id.as_str()).collect();
+        // Hash sets and per-trainee counters by index: the largest course has 50,000
+        // marks, and this runs for every course page the server renders.
+        let session_ids: HashSet<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+        let enrolled: HashMap<&str, usize> = trainees.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
 
-        let mut marks = Vec::new();
-        let mut conflicts = Vec::new();
-        let mut attended: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut attended = vec![0u32; trainees.len()];
         let mut raw = rows.marks;
+        // Both stores hand the marks over in key order already: the sort then costs one pass.
         raw.sort_by(|a, b| (&a.session, &a.cadre).cmp(&(&b.session, &b.cadre)));
+        raw.retain(|m| {
+            let Some(&i) = enrolled.get(m.cadre.as_str()) else {
+                return false;
+            };
+            if !session_ids.contains(m.session.as_str()) {
+                return false;
+            }
+            if m.status.attended(rows.excused_counts) {
+                attended[i] += 1;
+            }
+            true
+        });
+        let mut marks = Vec::with_capacity(raw.len());
+        let mut conflicts = Vec::new();
         for MarkInput {
             session,
             cadre,
             status,
             note,
             concurrent,
-        } in &raw
+        } in raw
         {
-            if !session_ids.contains(session.as_str()) || !enrolled.contains(cadre.as_str()) {
-                continue;
-            }
-            if status.attended(rows.excused_counts) {
-                *attended.entry(cadre.as_str()).or_default() += 1;
-            }
-            marks.push(MarkRow {
-                session: session.clone(),
-                cadre: cadre.clone(),
-                status: *status,
-                note: note.clone(),
-            });
             if concurrent.len() > 1 {
                 conflicts.push(ConflictRow {
                     session: session.clone(),
                     cadre: cadre.clone(),
-                    values: concurrent.clone(),
+                    values: concurrent,
                 });
             }
+            marks.push(MarkRow {
+                session,
+                cadre,
+                status,
+                note,
+            });
         }
         let mut evaluations: Vec<EvaluationRow> = rows
             .evaluations
             .into_iter()
-            .filter(|e| enrolled.contains(e.cadre.as_str()))
+            .filter(|e| enrolled.contains_key(e.cadre.as_str()))
             .collect();
         evaluations.sort_by(|a, b| (&a.cadre, &a.slot).cmp(&(&b.cadre, &b.slot)));
         let slots: BTreeSet<&str> = evaluations.iter().map(|e| e.slot.as_str()).collect();
@@ -218,8 +239,8 @@ impl CourseReport {
         let total = sessions.len() as u32;
         let completion = trainees
             .iter()
-            .map(|t| {
-                let a = attended.get(t.id.as_str()).copied().unwrap_or(0);
+            .zip(&attended)
+            .map(|(t, &a)| {
                 let ratio = if total == 0 {
                     0.0
                 } else {
@@ -227,11 +248,8 @@ impl CourseReport {
                 };
                 // Compare in whole sessions so 0.8 x 36 = 28.8 needs 29, with no float edge.
                 let attendance_ok = completes(a, total, rows.min_ratio);
-                let missing: Vec<String> = slots
-                    .iter()
-                    .filter(|slot| !passed.contains(&(t.id.as_str(), **slot)))
-                    .map(|slot| slot.to_string())
-                    .collect();
+                let missing =
+                    evaluations_missing(slots.iter().copied(), |slot| passed.contains(&(t.id.as_str(), slot)));
                 CompletionRow {
                     cadre: t.id.clone(),
                     attended: a,

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 use sync_core::model::Programme;
+use sync_core::units::UnitKey;
 
 use super::unit::{is_minority, load, places, Period};
 use super::{col, Cell, ReportError, ReportResult, Table, Tabular};
@@ -37,12 +38,20 @@ pub struct AnnualReport {
 }
 
 pub fn build(store: &dyn Store, unit: &str, year: i32) -> ReportResult<AnnualReport> {
+    build_within(store, unit, year, None)
+}
+
+/// [`build`], counting only the courses inside `within` too (a web account's view).
+pub fn build_within(store: &dyn Store, unit: &str, year: i32, within: Option<&UnitKey>) -> ReportResult<AnnualReport> {
     if !(2000..=2100).contains(&year) {
         return Err(ReportError::Input(format!(
             "--year {year} is not a year between 2000 and 2100"
         )));
     }
-    let p = Period::new(unit, &format!("{year:04}-01-01"), &format!("{year:04}-12-31"))?;
+    let mut p = Period::new(unit, &format!("{year:04}-01-01"), &format!("{year:04}-12-31"))?;
+    if let Some(w) = within {
+        p = p.within(w);
+    }
     let (courses, trainees) = load(store, &p)?;
     let mut rows: BTreeMap<Programme, (ProgrammeRow, HashSet<&str>)> = BTreeMap::new();
     for pr in Programme::ALL {

@@ -9,17 +9,19 @@
 //! - *trainee-sessions* are (session in the period, enrolled trainee) pairs, *attended*
 //!   those marked present, late or left early (excused too when the course says so);
 //! - *completions* are counted for courses whose last session is in the period
-//!   (*finished places*), with the course report's rule (`sync_core::report::completes`);
+//!   (*finished places*), with the course report's rule: the attendance threshold met
+//!   (`sync_core::report::completes`) AND every evaluation slot of the course passed
+//!   (`sync_core::report::evaluations_missing`);
 //! - age is the period's end year minus the birth year.
 //!
 //! The SQL (behind `Store::period_courses` / `period_trainees`) reads courses by session
 //! date and marks per course from an index; everything else is arithmetic here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 use sync_core::model::{Category, Gender, MarkStatus, TheoryLevel};
-use sync_core::report::completes;
+use sync_core::report::{completes, evaluations_missing};
 use sync_core::units::{UnitKey, UnitTree};
 
 use super::{col, labels, parse_date, pct, Cell, ReportError, ReportResult, Table, Tabular};
@@ -91,6 +93,9 @@ pub struct Period {
     pub from: String,
     pub to: String,
     pub end_year: i32,
+    /// Counts only the courses of this subtree too (`UnitTree::is_within`): a web
+    /// account's view. None for the command line, which sees the whole server.
+    pub within: Option<UnitKey>,
 }
 
 impl Period {
@@ -111,7 +116,14 @@ impl Period {
             from: from.to_string(),
             to: to.to_string(),
             end_year: t.year(),
+            within: None,
         })
+    }
+
+    /// The same period, counting only the courses inside `viewer`'s subtree.
+    pub fn within(mut self, viewer: &UnitKey) -> Period {
+        self.within = Some(viewer.clone());
+        self
     }
 }
 
@@ -126,7 +138,7 @@ pub(crate) fn load(store: &dyn Store, p: &Period) -> ReportResult<(Vec<PeriodCou
             *inside.entry(c.unit.clone()).or_insert_with(|| {
                 c.unit
                     .parse::<UnitKey>()
-                    .map(|k| tree.counts_in(&k, &p.unit))
+                    .map(|k| tree.counts_in(&k, &p.unit) && p.within.as_ref().is_none_or(|w| tree.is_within(&k, w)))
                     .unwrap_or(false)
             })
         })
@@ -155,12 +167,24 @@ pub(crate) fn places<'a>(courses: &'a [PeriodCourse], trainees: &'a [PeriodTrain
             .map(|(_, n)| *n)
             .sum()
     };
+    // Each course's evaluation slots: every slot recorded for any of its trainees (as
+    // the course report counts them, `sync_core::report::CourseReport::assemble`).
+    let mut slots: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for t in trainees {
+        let set = slots.entry(t.course_id.as_str()).or_default();
+        set.extend(t.evaluations.iter().map(|(slot, _)| slot.as_str()));
+    }
     trainees
         .iter()
         .filter_map(|t| {
             let c = *by_id.get(t.course_id.as_str())?;
             let finished = c.last_date.as_str() <= to;
             let total = attended(&t.marks.total, c.excused_counts);
+            let course_slots = slots.get(t.course_id.as_str());
+            let evaluations_ok = evaluations_missing(course_slots.into_iter().flatten().copied(), |slot| {
+                t.evaluations.iter().any(|(s, pass)| s == slot && *pass)
+            })
+            .is_empty();
             Some(Place {
                 course: c,
                 trainee: t,
@@ -170,7 +194,7 @@ pub(crate) fn places<'a>(courses: &'a [PeriodCourse], trainees: &'a [PeriodTrain
                 attended: u64::from(attended(&t.marks.in_period, c.excused_counts))
                     .min(c.sessions_in_period.max(0) as u64),
                 finished,
-                completed: finished && completes(total, c.sessions.max(0) as u32, c.min_ratio),
+                completed: finished && completes(total, c.sessions.max(0) as u32, c.min_ratio) && evaluations_ok,
             })
         })
         .collect()

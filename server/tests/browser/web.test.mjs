@@ -1,7 +1,8 @@
 // The web pages in a real browser: headless Chromium (Debian) driven by playwright-core.
 // A real diemdanh-server on 127.0.0.1 (a free port), two `diemdanh` CLI devices that
 // make a conflict; a province official signs in, sees the synced marks, resolves the
-// conflict (and the devices get the resolution at their next sync), downloads the CSV.
+// conflict (and the devices get the resolution at their next sync), downloads the CSV
+// and the XLSX reports (course, and unit report for a period) and reads their cells.
 // Run by server/tests/browser/run.sh, which installs what is missing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,6 +26,48 @@ let base;
 let browser;
 let course;
 let cadre;
+
+// Reads every sheet of an XLSX file with Python's standard library (zipfile + ElementTree):
+// {sheet name: rows of cells}, strings as strings, numbers as numbers. No npm package.
+const XLSX_CELLS = `
+import json, re, sys, zipfile
+import xml.etree.ElementTree as ET
+ns = {'m': 'http://schemas.openxmlformats.org/spreadsheetml/2006/main',
+      'r': 'http://schemas.openxmlformats.org/officeDocument/2006/relationships'}
+z = zipfile.ZipFile(sys.argv[1])
+shared = []
+if 'xl/sharedStrings.xml' in z.namelist():
+    for si in ET.fromstring(z.read('xl/sharedStrings.xml')).findall('m:si', ns):
+        shared.append(''.join(t.text or '' for t in si.iter('{%s}t' % ns['m'])))
+rels = {r.get('Id'): r.get('Target') for r in ET.fromstring(z.read('xl/_rels/workbook.xml.rels'))}
+out = {}
+for sheet in ET.fromstring(z.read('xl/workbook.xml')).find('m:sheets', ns):
+    target = rels[sheet.get('{%s}id' % ns['r'])].lstrip('/')
+    path = target if target.startswith('xl/') else 'xl/' + target
+    rows = []
+    for row in ET.fromstring(z.read(path)).iter('{%s}row' % ns['m']):
+        cells = {}
+        for c in row.findall('m:c', ns):
+            col = 0
+            for ch in re.match('[A-Z]+', c.get('r')).group(0):
+                col = col * 26 + ord(ch) - 64
+            v = c.find('m:v', ns)
+            t = c.get('t')
+            if t == 's':
+                value = shared[int(v.text)]
+            elif t == 'inlineStr':
+                value = ''.join(x.text or '' for x in c.iter('{%s}t' % ns['m']))
+            elif v is not None:
+                value = float(v.text)
+            else:
+                value = None
+            cells[col - 1] = value
+        width = max(cells) + 1 if cells else 0
+        rows.append([cells.get(i) for i in range(width)])
+    out[sheet.get('name')] = rows
+print(json.dumps(out, ensure_ascii=False))
+`;
+const xlsxCells = (file) => JSON.parse(execFileSync('python3', ['-c', XLSX_CELLS, file], { encoding: 'utf8', timeout: 30_000 }));
 
 function run(cmd, args, input) {
   return execFileSync(join(bin, cmd), args, { input, encoding: 'utf8', timeout: 60_000 });
@@ -142,6 +185,41 @@ test('a province official sees synced marks, resolves a conflict, the tablets ge
   const lines = csv.slice(1).trim().split('\n').map((l) => l.trim().split(','));
   assert.deepEqual(lines[0], ['Học viên', '2026-12-01', '2026-12-02', 'Tỷ lệ (%)', 'Hoàn thành']);
   assert.deepEqual(lines[1], ['Lò Thị Hoa', 'có mặt', 'vắng có phép', '50.0', 'Chưa đạt']);
+
+  // Download the course report as XLSX and read its cells: the trainee, each day's
+  // status as the tablets synced it (and as resolved), the ratio as a number.
+  const [xlsx] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('link', { name: 'Tải báo cáo lớp (Excel)' }).click(),
+  ]);
+  assert.equal(xlsx.suggestedFilename(), 'Báo cáo lớp Bồi dưỡng kiến thức QLNN.xlsx', 'the Vietnamese file name');
+  const xlsxFile = join(artefacts, 'course.xlsx');
+  await xlsx.saveAs(xlsxFile);
+  const book = xlsxCells(xlsxFile);
+  assert.deepEqual(Object.keys(book), ['Điểm danh', 'Buổi học', 'Xung đột chờ xử lý', 'Thông tin lớp']);
+  const [head, hoa] = book['Điểm danh'];
+  assert.deepEqual(head, ['STT', 'Mã học viên', 'Họ và tên', '01/12/2026', '02/12/2026', 'Số buổi dự', 'Tổng số buổi',
+    'Tỷ lệ dự (%)', 'Hoàn thành']);
+  assert.deepEqual(hoa, [1, cadre, 'Lò Thị Hoa', 'Có mặt', 'Vắng có phép', 1, 2, 50, 'Chưa đạt']);
+  assert.equal(book['Xung đột chờ xử lý'].length, 1, 'no conflict left: the header row only');
+
+  // The unit report of the commune for December, from the downloads page's form.
+  await page.getByRole('navigation').getByRole('link', { name: 'Tải về' }).click();
+  await page.screenshot({ path: join(artefacts, 'downloads.png'), fullPage: true });
+  await page.getByLabel('Đơn vị').first().selectOption('2025:03434');
+  await page.getByLabel('Từ ngày').fill('2026-12-01');
+  await page.getByLabel('Đến ngày').fill('2026-12-31');
+  const [unitReport] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('button', { name: 'Tải báo cáo đơn vị (Excel)' }).click(),
+  ]);
+  assert.equal(unitReport.suggestedFilename(), 'Báo cáo Xã Nậm Hàng từ 2026-12-01 đến 2026-12-31.xlsx');
+  const unitFile = join(artefacts, 'unit.xlsx');
+  await unitReport.saveAs(unitFile);
+  const [uhead, totals] = xlsxCells(unitFile)['Tổng hợp'];
+  assert.equal(uhead[0], 'Đơn vị');
+  // Xã Nậm Hàng, 1 course, 1 trainee, 1 place, 2 trainee-sessions, 1 attended, 50%, 1 finished, 0 completed.
+  assert.deepEqual(totals, ['Xã Nậm Hàng', '2026-12-01', '2026-12-31', 1, 1, 1, 2, 1, 50, 1, 0]);
 
   // Devices page: both tablets with their last sync; issue a code with its QR image.
   await page.getByRole('navigation').getByRole('link', { name: 'Thiết bị' }).click();

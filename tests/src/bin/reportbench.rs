@@ -5,15 +5,28 @@
 //! (or `--data DIR`, kept), province 2025:38 (Thanh Hóa, 166 communes): 50,000 cadres,
 //! 2,000 courses of 20-60 trainees and a number of sessions that brings each to about
 //! 1,000 marks, plus one course at the design's upper bound (1,000 trainees x 50
-//! sessions): 2,000,000 marks in all. The rows go into the projection tables (what the
+//! sessions): 2,000,000 marks in all; one course in three has a final evaluation per
+//! trainee (one in twenty failed), which completion counts. The rows go into the projection tables (what the
 //! reports read) through one transaction, not through documents and syncs: the reports
 //! do not read documents, and a sync of 2 million marks would take an hour here.
 //!
 //! Each report runs `--repeat N` times (default 5); the table shows the first (cold
-//! statement cache) and the median run. `--cadres`, `--courses` shrink the set.
+//! statement cache), the median and the 95th-percentile run. `--cadres`, `--courses`
+//! shrink the set.
+//!
+//! The web course page is timed too: the real router (`diemdanh_server::api::app`) called
+//! in-process (`oneshot`, no socket) with a signed-in province account's session cookie,
+//! for the typical and the largest course, first and middle page of the matrix, each run
+//! `--page-repeat N` times (default 50): what a browser waits for, minus the network.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
 
 use diemdanh_server::reports::{self, Tabular};
 use diemdanh_server::{SqliteStore, Store};
@@ -33,6 +46,7 @@ struct Args {
     cadres: usize,
     courses: usize,
     repeat: usize,
+    page_repeat: usize,
 }
 
 fn args() -> Args {
@@ -41,6 +55,7 @@ fn args() -> Args {
         cadres: 50_000,
         courses: 2_000,
         repeat: 5,
+        page_repeat: 50,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,11 +65,12 @@ fn args() -> Args {
             "--cadres" => a.cadres = value().parse().unwrap_or_else(|_| die("--cadres N")),
             "--courses" => a.courses = value().parse().unwrap_or_else(|_| die("--courses N")),
             "--repeat" => a.repeat = value().parse().unwrap_or_else(|_| die("--repeat N")),
+            "--page-repeat" => a.page_repeat = value().parse().unwrap_or_else(|_| die("--page-repeat N")),
             _ => die(&format!("unknown argument {flag}")),
         }
     }
-    if a.cadres < BIG_TRAINEES || a.courses < 2 || a.repeat == 0 {
-        die("need --cadres >= 1000, --courses >= 2, --repeat >= 1");
+    if a.cadres < BIG_TRAINEES || a.courses < 2 || a.repeat == 0 || a.page_repeat == 0 {
+        die("need --cadres >= 1000, --courses >= 2, --repeat >= 1, --page-repeat >= 1");
     }
     a
 }
@@ -123,6 +139,10 @@ fn generate(store: &SqliteStore, n_cadres: usize, n_courses: usize) -> Generated
             "INSERT INTO p_sessions (course_id, id, date, half_day, periods, topic, part) VALUES (?1, ?2, ?3, NULL, 4, NULL, 0)",
         )?;
         let mut enrol = tx.prepare("INSERT INTO p_enrolments (course_id, cadre_id) VALUES (?1, ?2)")?;
+        let mut evaluation = tx.prepare(
+            "INSERT INTO p_evaluations (course_id, cadre_id, slot, kind, period, score, passed, pass)
+             VALUES (?1, ?2, 'final', 'final', NULL, ?3, NULL, ?4)",
+        )?;
         let mut mark = tx.prepare(
             "INSERT INTO p_marks (course_id, session_id, cadre_id, status, note, conflict, device_id, recorded_at, doc_id)
              VALUES (?1, ?2, ?3, ?4, NULL, ?5, 'bench', 0, ?6)",
@@ -177,6 +197,11 @@ fn generate(store: &SqliteStore, n_cadres: usize, n_courses: usize) -> Generated
             chosen.dedup();
             for t in &chosen {
                 enrol.execute(params![id, t])?;
+                // A final evaluation in one course of three; one trainee in twenty fails it.
+                if k % 3 == 0 {
+                    let score = if rng.next(20) == 0 { 4.0 } else { 7.5 };
+                    evaluation.execute(params![id, t, score, score >= 5.0])?;
+                }
             }
             let att = format!("att:{unit}:{id}:0");
             for s in 0..sessions {
@@ -208,7 +233,8 @@ fn generate(store: &SqliteStore, n_cadres: usize, n_courses: usize) -> Generated
     }
 }
 
-fn time_it<T>(repeat: usize, mut f: impl FnMut() -> T) -> (Duration, Duration, T) {
+/// Runs `f` `repeat` times: (first, median, 95th percentile, last value).
+fn time_it<T>(repeat: usize, mut f: impl FnMut() -> T) -> (Duration, Duration, Duration, T) {
     let mut times = Vec::with_capacity(repeat);
     let mut last = None;
     for _ in 0..repeat {
@@ -218,10 +244,46 @@ fn time_it<T>(repeat: usize, mut f: impl FnMut() -> T) -> (Duration, Duration, T
     }
     let first = times[0];
     times.sort();
+    let p95 = times[((times.len() * 95).div_ceil(100)).clamp(1, times.len()) - 1];
     match last {
-        Some(v) => (first, times[times.len() / 2], v),
+        Some(v) => (first, times[times.len() / 2], p95, v),
         None => die("no run"),
     }
+}
+
+/// A signed-in session of a province account, straight into the store (the sign-in
+/// form itself is not what is measured): the cookie a browser would send.
+fn province_session(store: &dyn Store) -> String {
+    let province = format!("2025:{PROVINCE}");
+    diemdanh_server::accounts::add(store, "bench", &province, "mật khẩu đo hiệu năng", false)
+        .unwrap_or_else(|e| die(&format!("account: {e}")));
+    let token = "be".repeat(32);
+    let now = diemdanh_server::api::now();
+    store
+        .create_web_session(&diemdanh_server::api::hash_secret(&token), "bench", now, now + 3600)
+        .unwrap_or_else(|e| die(&format!("session: {e}")));
+    format!("dd_session={token}")
+}
+
+/// One GET of a page through the router: (status, body bytes).
+async fn get_page(router: &axum::Router, path: &str, cookie: &str) -> (StatusCode, usize) {
+    let req = Request::get(path)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .unwrap_or_else(|e| die(&format!("request: {e}")));
+    let resp = router
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| die(&format!("router: {e}")));
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| die(&format!("body: {e}")))
+        .to_bytes();
+    (status, body.len())
 }
 
 fn ms(d: Duration) -> String {
@@ -232,7 +294,7 @@ fn main() {
     let a = args();
     let tmp = tempfile::tempdir().unwrap_or_else(|e| die(&format!("temp folder: {e}")));
     let dir = a.data.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let store = SqliteStore::open(&dir).unwrap_or_else(|e| die(&format!("open store: {e}")));
+    let store = Arc::new(SqliteStore::open(&dir).unwrap_or_else(|e| die(&format!("open store: {e}"))));
     let existing = store
         .counts()
         .ok()
@@ -257,86 +319,135 @@ fn main() {
     let from = format!("{YEAR}-01-01");
     let to = format!("{YEAR}-12-31");
     let province = format!("2025:{PROVINCE}");
-    let mut lines: Vec<(String, Duration, Duration, String)> = Vec::new();
-    let s: &dyn Store = &store;
+    let mut lines: Vec<(String, Duration, Duration, Duration, String)> = Vec::new();
+    let s: &dyn Store = &*store;
 
     let p = reports::unit::Period::new(&province, &from, &to).unwrap_or_else(|e| die(&e.to_string()));
-    let (first, median, r) = time_it(a.repeat, || reports::unit::build(s, &p));
+    let (first, median, p95, r) = time_it(a.repeat, || reports::unit::build(s, &p));
     let r = r.unwrap_or_else(|e| die(&e.to_string()));
     lines.push((
         format!("unit report, province {province}, year {YEAR}"),
         first,
         median,
+        p95,
         format!(
             "{} courses, {} trainees, {} trainee-sessions",
             r.totals.courses, r.totals.trainees, r.totals.trainee_sessions
         ),
     ));
-    let (first, median, xlsx) = time_it(a.repeat, || reports::export::xlsx::write(&r.tables()));
+    let (first, median, p95, xlsx) = time_it(a.repeat, || reports::export::xlsx::write(&r.tables()));
     lines.push((
         "  its XLSX export (tables + file)".into(),
         first,
         median,
+        p95,
         format!("{} bytes", xlsx.map(|b| b.len()).unwrap_or(0)),
     ));
 
     let half = reports::unit::Period::new(&province, &format!("{YEAR}-03-01"), &format!("{YEAR}-06-30"))
         .unwrap_or_else(|e| die(&e.to_string()));
-    let (first, median, r) = time_it(a.repeat, || reports::unit::build(s, &half));
+    let (first, median, p95, r) = time_it(a.repeat, || reports::unit::build(s, &half));
     let r = r.unwrap_or_else(|e| die(&e.to_string()));
     lines.push((
         format!("unit report, province, {YEAR}-03-01..06-30"),
         first,
         median,
+        p95,
         format!("{} courses (most straddle the period)", r.totals.courses),
     ));
 
     let commune = g.commune.to_string();
     let pc = reports::unit::Period::new(&commune, &from, &to).unwrap_or_else(|e| die(&e.to_string()));
-    let (first, median, r) = time_it(a.repeat, || reports::unit::build(s, &pc));
+    let (first, median, p95, r) = time_it(a.repeat, || reports::unit::build(s, &pc));
     let r = r.unwrap_or_else(|e| die(&e.to_string()));
     lines.push((
         format!("unit report, commune {commune}, year"),
         first,
         median,
+        p95,
         format!("{} courses", r.totals.courses),
     ));
 
-    let (first, median, r) = time_it(a.repeat, || reports::annual::build(s, &province, YEAR));
+    let (first, median, p95, r) = time_it(a.repeat, || reports::annual::build(s, &province, YEAR));
     let r = r.unwrap_or_else(|e| die(&e.to_string()));
     lines.push((
         format!("annual report, province, {YEAR}"),
         first,
         median,
+        p95,
         format!("{} learner-places", r.total.places),
     ));
 
     for (what, id) in [("typical course", &g.typical_course), ("largest course", &g.big_course)] {
-        let (first, median, r) = time_it(a.repeat, || reports::course::build(s, id));
+        let (first, median, p95, r) = time_it(a.repeat, || reports::course::build(s, id));
         let r = r.unwrap_or_else(|e| die(&e.to_string()));
         lines.push((
             format!("course report, {what}"),
             first,
             median,
+            p95,
             format!(
                 "{} trainees x {} sessions",
                 r.report.trainees.len(),
                 r.report.sessions.len()
             ),
         ));
-        let (first, median, xlsx) = time_it(a.repeat, || reports::export::xlsx::write(&r.tables()));
+        let (first, median, p95, xlsx) = time_it(a.repeat, || reports::export::xlsx::write(&r.tables()));
         lines.push((
             "  its XLSX export (tables + file)".into(),
             first,
             median,
+            p95,
             format!("{} bytes", xlsx.map(|b| b.len()).unwrap_or(0)),
         ));
     }
 
+    // The web course page, through the router with a signed-in session.
+    let cookie = province_session(s);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| die(&format!("runtime: {e}")));
+    let shared: Arc<dyn Store> = store.clone();
+    let router = rt.block_on(async { diemdanh_server::api::app(shared) });
+    let mut page_lines = Vec::new();
+    for (what, id, page) in [
+        ("typical course", &g.typical_course, 1),
+        ("largest course", &g.big_course, 1),
+        ("largest course", &g.big_course, 8),
+    ] {
+        let path = format!("/courses/{id}?page={page}");
+        let (first, median, p95, (status, size)) =
+            time_it(a.page_repeat, || rt.block_on(get_page(&router, &path, &cookie)));
+        if status != StatusCode::OK {
+            die(&format!("{path} answered {status}"));
+        }
+        page_lines.push((
+            format!("web course page, {what}, matrix page {page}"),
+            first,
+            median,
+            p95,
+            format!("{size} bytes of HTML"),
+        ));
+    }
+
     println!();
-    println!("| what | first run (ms) | median of {} (ms) | size |", a.repeat);
-    println!("| --- | ---: | ---: | --- |");
-    for (what, first, median, note) in lines {
-        println!("| {what} | {} | {} | {note} |", ms(first), ms(median));
+    println!(
+        "| what | first run (ms) | median of {} (ms) | p95 (ms) | size |",
+        a.repeat
+    );
+    println!("| --- | ---: | ---: | ---: | --- |");
+    for (what, first, median, p95, note) in lines {
+        println!("| {what} | {} | {} | {} | {note} |", ms(first), ms(median), ms(p95));
+    }
+    println!();
+    println!(
+        "| what | first run (ms) | median of {} (ms) | p95 (ms) | size |",
+        a.page_repeat
+    );
+    println!("| --- | ---: | ---: | ---: | --- |");
+    for (what, first, median, p95, note) in page_lines {
+        println!("| {what} | {} | {} | {} | {note} |", ms(first), ms(median), ms(p95));
     }
 }

@@ -210,3 +210,203 @@ fn concurrent_syncs_of_one_document_through_two_nodes_lose_nothing() {
     assert_eq!(logged, distinct, "a change was logged twice");
     assert_eq!((min, max), (1, logged), "the sequence has a gap");
 }
+
+/// One HTTP/1.1 exchange over a plain socket (`Connection: close`), no redirects followed:
+/// (status, headers with lower-case names, body).
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    form: Option<&str>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).expect("connect to the node");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let body = form.unwrap_or("");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nCookie: {cookie}\r\n");
+    if form.is_some() {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        // Bounded: every chunk consumes at least its size line.
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).expect("chunk size");
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+            rest = &rest[eol + 2 + size + 2..];
+        }
+        body = out;
+    }
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// The `name=value` of a Set-Cookie header for `name`.
+fn set_cookie(headers: &[(String, String)], name: &str) -> String {
+    header(headers, "set-cookie")
+        .into_iter()
+        .map(|c| c.split(';').next().unwrap_or("").to_string())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {headers:?}"))
+}
+
+fn form_csrf(page: &[u8]) -> String {
+    let page = String::from_utf8_lossy(page);
+    let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[at..at + 64].to_string()
+}
+
+/// The web pages on PostgreSQL: an account made by `user add --database`, signed in on
+/// one node; the session works on the other node (sessions live in the database), the
+/// course a device synced shows with its marks, its XLSX downloads; signing out on one
+/// node ends the session on both.
+#[test]
+fn the_web_pages_work_on_postgresql_through_either_node() {
+    let Some(db) = TestSchema::create("the_web_pages_work_on_postgresql_through_either_node") else {
+        return;
+    };
+    const PASSWORD: &str = "mật khẩu của tỉnh 2026";
+    let mut add = Command::new(bin("diemdanh-server"))
+        .args([
+            "user",
+            "add",
+            "--database",
+            &db.url,
+            "--name",
+            "laichau",
+            "--unit",
+            "2025:12",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run user add");
+    {
+        use std::io::Write;
+        let mut stdin = add.stdin.take().expect("stdin");
+        writeln!(stdin, "{PASSWORD}").expect("password");
+    }
+    let out = add.wait_with_output().expect("user add");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (n1, n2) = (Node::start(&db.url), Node::start(&db.url));
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut a = enrolled(dir.path(), "a", &n1, &db.url);
+    let (course, cadres) = setup_course(&mut a, NAM_HANG, 3, 2);
+    a.mark(&course.id, &course.sessions[0].id, &cadres[0], MarkStatus::Late, None)
+        .expect("mark");
+    n1.sync(&mut a);
+
+    // Sign in on node 1: the form's cookie and token, then the session cookie.
+    let (status, headers, page) = http(&n1.url, "GET", "/login", "", None);
+    assert_eq!(status, 200);
+    let login_cookie = set_cookie(&headers, "dd_login");
+    let form = format!(
+        "name=laichau&password={}&csrf={}",
+        PASSWORD
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            })
+            .collect::<String>(),
+        form_csrf(&page)
+    );
+    let (status, _, _) = http(
+        &n1.url,
+        "POST",
+        "/login",
+        &login_cookie,
+        Some("name=laichau&password=wrong&csrf=x"),
+    );
+    assert_eq!(status, 403, "a token that is not the form's");
+    let (status, headers, body) = http(&n1.url, "POST", "/login", &login_cookie, Some(&form));
+    assert_eq!(status, 303, "{}", String::from_utf8_lossy(&body));
+    let session = set_cookie(&headers, "dd_session");
+
+    // Node 2 knows the session: the overview, the course with the synced mark, downloads.
+    let (status, _, home) = http(&n2.url, "GET", "/", &session, None);
+    assert_eq!(status, 200);
+    let home = String::from_utf8_lossy(&home).to_string();
+    assert!(
+        home.contains(&format!("/courses/{}", course.id)),
+        "the synced course is listed"
+    );
+    let (status, _, page) = http(&n2.url, "GET", &format!("/courses/{}", course.id), &session, None);
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&page).to_string();
+    assert!(
+        page.contains("Lò Thị Hoa 0") && page.contains("<td class=la>"),
+        "the late mark"
+    );
+    let (status, headers, xlsx) = http(
+        &n2.url,
+        "GET",
+        &format!("/courses/{}/report.xlsx", course.id),
+        &session,
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        ["application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"]
+    );
+    assert!(xlsx.starts_with(b"PK"));
+    let (status, _, _) = http(
+        &n2.url,
+        "GET",
+        "/reports/unit.xlsx?unit=2025:12&from=2026-12-01&to=2026-12-31",
+        &session,
+        None,
+    );
+    assert_eq!(status, 200);
+
+    // Sign out on node 2: node 1 refuses the cookie too.
+    let (status, _, _) = http(
+        &n2.url,
+        "POST",
+        "/logout",
+        &session,
+        Some(&format!("csrf={}", form_csrf(home.as_bytes()))),
+    );
+    assert_eq!(status, 303);
+    let (status, headers, _) = http(&n1.url, "GET", "/", &session, None);
+    assert_eq!((status, header(&headers, "location")), (303, vec!["/login"]));
+}

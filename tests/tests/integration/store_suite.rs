@@ -17,7 +17,7 @@ use diemdanh_server::{PgStore, SqliteStore};
 use diemdanh_tests::pgtest::TestSchema;
 use diemdanh_tests::{HUA_BUM, NAM_HANG};
 use sync_core::docs::{self, CourseDoc, DocId};
-use sync_core::model::{CourseMeta, Enrolment, Mark, MarkStatus, Session};
+use sync_core::model::{CourseMeta, Enrolment, EvalKind, Evaluation, Mark, MarkStatus, Session};
 use sync_core::units::UnitKey;
 
 use crate::common::{cadre, meta};
@@ -87,6 +87,11 @@ store_suite!(
     two_nodes_writing_one_document_lose_no_change,
     a_cursor_never_skips_a_change_committed_late,
     report_queries_count_a_period_and_replay_the_log,
+    unit_and_annual_completion_needs_every_evaluation_passed,
+    web_accounts_and_sessions_are_shared_by_every_node,
+    a_device_is_moved_to_another_unit,
+    certificate_numbers_are_sequential_kept_and_never_reused,
+    two_nodes_issuing_certificates_never_give_one_number_twice,
 );
 
 const T0: i64 = 1_764_547_200;
@@ -782,4 +787,298 @@ fn report_queries_count_a_period_and_replay_the_log(b: &Backend) {
     let docs_in_log: BTreeSet<&str> = log.iter().map(|(d, _)| d.as_str()).collect();
     let expected: BTreeSet<String> = [rid.to_string(), cid.to_string(), aid.to_string()].into();
     assert_eq!(docs_in_log, expected.iter().map(String::as_str).collect());
+}
+
+/// Completion in the unit and annual reports is the course report's: the attendance
+/// threshold AND every evaluation slot of the course (any slot recorded for any trainee)
+/// recorded for the trainee and passed.
+fn unit_and_annual_completion_needs_every_evaluation_passed(b: &Backend) {
+    use diemdanh_server::reports;
+    let store = b.node();
+    let Seeded {
+        cadres, cid, course_id, ..
+    } = seed_course_with_marks(&*store);
+    let period = reports::unit::Period::new(NAM_HANG, "2026-12-01", "2026-12-31").expect("period");
+    let completed = |store: &dyn Store| {
+        let unit = reports::unit::build(store, &period)
+            .expect("unit report")
+            .totals
+            .completed;
+        let annual = reports::annual::build(store, NAM_HANG, 2026)
+            .expect("annual report")
+            .total
+            .completed;
+        let course = reports::course::build(store, &course_id).expect("course report");
+        let by_course = course.report.completion.iter().filter(|c| c.completed).count() as u32;
+        assert_eq!((unit, annual), (by_course, by_course), "the three reports agree");
+        unit
+    };
+    // Attendance alone: the first trainee attended both sessions, the others none.
+    assert_eq!(completed(&*store), 1);
+
+    // Evaluations land in the course document.
+    let mut doc = None;
+    store
+        .write(&mut |tx| {
+            doc = tx.load(&cid)?.map(|s| s.doc);
+            Ok(())
+        })
+        .expect("load");
+    let mut doc = doc.expect("the course document").with_actor(actor(2));
+    let eval = |slot: &str, passed: bool| {
+        let (kind, period) = match slot {
+            "final" => (EvalKind::Final, None),
+            m => (EvalKind::Monthly, Some(m.trim_start_matches('m').to_string())),
+        };
+        docs::encode(&Evaluation {
+            kind,
+            period,
+            score: None,
+            passed: Some(passed),
+            device: "dev-1".into(),
+            at: T0,
+        })
+    };
+    let update = |doc: &mut Automerge, entries: Vec<(String, String)>| {
+        let heads = doc.get_heads();
+        commit(doc, entries);
+        let contents = docs::read(&cid, doc, None).expect("valid course");
+        let new = doc.get_changes(&heads);
+        store
+            .write(&mut |tx| tx.store(&cid, doc, &new, &diemdanh_server::store::Projection::Whole(contents.clone()), "dev-1"))
+            .expect("store");
+    };
+    // The first trainee failed the final evaluation: nobody completes.
+    update(
+        &mut doc,
+        vec![
+            (docs::evaluation_key(&cadres[0], "final"), eval("final", false)),
+            (docs::evaluation_key(&cadres[1], "final"), eval("final", true)),
+        ],
+    );
+    let trainees = store
+        .period_trainees(
+            &store.period_courses("2026-12-01", "2026-12-31").expect("courses"),
+            "2026-12-01",
+            "2026-12-31",
+        )
+        .expect("trainees");
+    let of = |c: &str| trainees.iter().find(|t| t.cadre_id == c).expect("trainee");
+    assert_eq!(of(&cadres[0]).evaluations, [("final".to_string(), false)]);
+    assert_eq!(of(&cadres[1]).evaluations, [("final".to_string(), true)]);
+    assert!(of(&cadres[2]).evaluations.is_empty());
+    assert_eq!(completed(&*store), 0, "a failed evaluation blocks completion");
+    // Passed again: completes.
+    update(
+        &mut doc,
+        vec![(docs::evaluation_key(&cadres[0], "final"), eval("final", true))],
+    );
+    assert_eq!(completed(&*store), 1);
+    // A slot recorded for another trainee only is missing for this one.
+    update(
+        &mut doc,
+        vec![(docs::evaluation_key(&cadres[1], "m2026-12"), eval("m2026-12", true))],
+    );
+    assert_eq!(completed(&*store), 0, "a missing evaluation blocks completion");
+    update(
+        &mut doc,
+        vec![(docs::evaluation_key(&cadres[0], "m2026-12"), eval("m2026-12", true))],
+    );
+    assert_eq!(completed(&*store), 1);
+}
+
+/// Web accounts and sign-in sessions (the web pages): created on one node, seen on
+/// another; a session expires; a new password ends the sessions of the old one.
+fn web_accounts_and_sessions_are_shared_by_every_node(b: &Backend) {
+    let one = b.node();
+    let two = b.node();
+    assert!(one.account("tinh").expect("lookup").is_none());
+    assert!(one.put_account("tinh", "2025:12", "hash-1", T0, false).expect("create"));
+    assert!(
+        !two.put_account("tinh", "2025:03434", "hash-x", T0, false)
+            .expect("exists"),
+        "an existing account is not replaced without --replace"
+    );
+    let a = two.account("tinh").expect("lookup").expect("created on the other node");
+    assert_eq!(
+        (a.name.as_str(), a.unit.as_str(), a.password_hash.as_str()),
+        ("tinh", "2025:12", "hash-1")
+    );
+
+    one.create_web_session("session-1", "tinh", T0, T0 + 100)
+        .expect("session");
+    let s = two
+        .web_session("session-1", T0 + 99)
+        .expect("lookup")
+        .expect("live session");
+    assert_eq!(s.name, "tinh");
+    assert!(
+        two.web_session("session-1", T0 + 100).expect("lookup").is_none(),
+        "expired"
+    );
+    assert!(two.web_session("session-404", T0).expect("lookup").is_none());
+    // A session of an unknown account cannot be made.
+    assert!(one.create_web_session("session-x", "nobody", T0, T0 + 100).is_err());
+    // Creating a session deletes the expired ones on the way.
+    two.create_web_session("session-2", "tinh", T0 + 200, T0 + 300)
+        .expect("session");
+    assert!(
+        one.web_session("session-1", T0).expect("lookup").is_none(),
+        "expired rows are deleted"
+    );
+    two.delete_web_session("session-2").expect("sign out");
+    assert!(one.web_session("session-2", T0 + 201).expect("lookup").is_none());
+
+    one.create_web_session("session-3", "tinh", T0 + 200, T0 + 300)
+        .expect("session");
+    assert!(two
+        .put_account("tinh", "2025:03434", "hash-2", T0, true)
+        .expect("replace"));
+    assert!(
+        one.web_session("session-3", T0 + 201).expect("lookup").is_none(),
+        "a new password ends the old sessions"
+    );
+    let a = one.account("tinh").expect("lookup").expect("account");
+    assert_eq!((a.unit.as_str(), a.password_hash.as_str()), ("2025:03434", "hash-2"));
+}
+
+fn a_device_is_moved_to_another_unit(b: &Backend) {
+    let store = b.node();
+    store.create_enroll_code(HUA_BUM, "c1", T0 + 3600).expect("code");
+    redeem(&*store, "c1", "dev-1", "aa01").expect("enrol");
+    assert!(store.set_device_unit("dev-1", NAM_HANG).expect("move"));
+    assert!(!store.set_device_unit("dev-404", NAM_HANG).expect("unknown device"));
+    let (d, _) = store.device_by_id("dev-1").expect("lookup").expect("known");
+    assert_eq!(d.unit, NAM_HANG);
+    let d = store.device_by_token("token-dev-1").expect("lookup").expect("known");
+    assert_eq!(d.unit, NAM_HANG);
+}
+
+fn cadres_named(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:03}")).collect()
+}
+
+fn certificate_numbers_are_sequential_kept_and_never_reused(b: &Backend) {
+    let store = b.node();
+    let first = store
+        .issue_certificates("course-a", NAM_HANG, 2026, &cadres_named("k", 2), T0)
+        .expect("issue");
+    assert_eq!(
+        first
+            .iter()
+            .map(|(c, new)| (c.number.as_str(), *new))
+            .collect::<Vec<_>>(),
+        [("03434/2026/00001", true), ("03434/2026/00002", true)]
+    );
+    // Issuing again keeps the numbers given and adds the new trainee after them.
+    let again = store
+        .issue_certificates("course-a", NAM_HANG, 2026, &cadres_named("k", 3), T0 + 60)
+        .expect("issue again");
+    assert_eq!(
+        again
+            .iter()
+            .map(|(c, new)| (c.cadre_id.as_str(), c.seq, c.issued_at, *new))
+            .collect::<Vec<_>>(),
+        [
+            ("k000", 1, T0, false),
+            ("k001", 2, T0, false),
+            ("k002", 3, T0 + 60, true)
+        ]
+    );
+    // Another course of the same register continues its count; another year starts one.
+    let b2 = store
+        .issue_certificates("course-b", NAM_HANG, 2026, &cadres_named("k", 1), T0)
+        .expect("issue");
+    assert_eq!(b2[0].0.number, "03434/2026/00004");
+    let next_year = store
+        .issue_certificates("course-c", NAM_HANG, 2027, &cadres_named("k", 1), T0)
+        .expect("issue");
+    assert_eq!(next_year[0].0.number, "03434/2027/00001");
+    let other = store
+        .issue_certificates("course-d", HUA_BUM, 2026, &cadres_named("k", 1), T0)
+        .expect("issue");
+    assert_eq!(other[0].0.number, "03460/2026/00001");
+    let list = store.certificates("course-a").expect("list");
+    assert_eq!(
+        list.iter().map(|c| c.number.as_str()).collect::<Vec<_>>(),
+        ["03434/2026/00001", "03434/2026/00002", "03434/2026/00003"]
+    );
+    assert_eq!(list[2], again[2].0);
+    assert!(store.certificates("course-404").expect("list").is_empty());
+    // Issuing nothing takes no number.
+    assert!(store
+        .issue_certificates("course-e", NAM_HANG, 2026, &[], T0)
+        .expect("issue nothing")
+        .is_empty());
+    let e = store
+        .issue_certificates("course-e", NAM_HANG, 2026, &cadres_named("k", 1), T0)
+        .expect("issue");
+    assert_eq!(e[0].0.seq, 5);
+}
+
+/// Two nodes issue from one register at once (different courses, and the same course
+/// with the same trainees): every number is given once, the numbers run 1..=N without a
+/// gap, and a trainee issued twice concurrently has one certificate.
+fn two_nodes_issuing_certificates_never_give_one_number_twice(b: &Backend) {
+    const ROUNDS: usize = 6;
+    const EACH: usize = 5;
+    let nodes = [b.node(), b.node()];
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, store)| {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for round in 0..ROUNDS {
+                    barrier.wait();
+                    // Its own course...
+                    let own = store
+                        .issue_certificates(
+                            &format!("own-{n}-{round}"),
+                            NAM_HANG,
+                            2026,
+                            &cadres_named("k", EACH),
+                            T0,
+                        )
+                        .expect("issue own");
+                    // ...and one both nodes issue for the same trainees.
+                    let shared = store
+                        .issue_certificates(&format!("shared-{round}"), NAM_HANG, 2026, &cadres_named("s", EACH), T0)
+                        .expect("issue shared");
+                    got.extend(own.into_iter().chain(shared).map(|(c, _)| c));
+                }
+                got
+            })
+        })
+        .collect();
+    let got: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("issuer thread"))
+        .collect();
+    let store = &nodes[0];
+    let mut all = Vec::new();
+    for round in 0..ROUNDS {
+        for course in [
+            format!("own-0-{round}"),
+            format!("own-1-{round}"),
+            format!("shared-{round}"),
+        ] {
+            let list = store.certificates(&course).expect("list");
+            assert_eq!(list.len(), EACH, "{course}: one certificate per trainee");
+            all.extend(list);
+        }
+    }
+    let mut seqs: Vec<i64> = all.iter().map(|c| c.seq).collect();
+    seqs.sort_unstable();
+    let expected: Vec<i64> = (1..=(3 * ROUNDS * EACH) as i64).collect();
+    assert_eq!(seqs, expected, "every number once, none skipped");
+    let numbers: BTreeSet<&str> = all.iter().map(|c| c.number.as_str()).collect();
+    assert_eq!(numbers.len(), all.len());
+    // What each node was told is what the register holds.
+    for c in &got {
+        assert!(all.contains(c), "{c:?} was answered but is not in the register");
+    }
 }
