@@ -37,6 +37,13 @@ pub const BATCH_BYTES: usize = 256 * 1024;
 pub const RESPONSE_BYTES: u32 = 512 * 1024;
 /// A sync that needs more exchanges than this stops and says so (bounded loop).
 pub const MAX_ROUNDS: usize = 10_000;
+/// The least a link's byte budget falls to after cuts (see [`Device::link_budget`]).
+pub const LINK_FLOOR: usize = 1024;
+/// Bytes of an exchange that are not document data: HTTP headers, framing, the other
+/// fields. A budget of N bytes carries N less this of document data.
+const EXCHANGE_OVERHEAD: usize = 256;
+/// Document data per exchange never falls below this, whatever the budget.
+const MIN_DATA: usize = 512;
 
 fn now_millis() -> i64 {
     SystemTime::now()
@@ -958,10 +965,17 @@ impl Device {
         let token = self.meta("token")?.ok_or(Error::NotEnrolled)?;
         let mut stats = SyncStats::default();
         let mut refused_now: HashSet<String> = HashSet::new();
+        let mut cut = false;
+        // Failed exchanges in a row; a success starts the count again.
+        let mut failures = 0u32;
+        if self.link_budget()?.is_some() {
+            transport.fresh_connections(true);
+        }
         let result = (|| {
             for round in 0..MAX_ROUNDS {
                 let cursor: u64 = self.meta("cursor")?.and_then(|c| c.parse().ok()).unwrap_or(0);
-                let pushes = self.collect_pushes(&refused_now)?;
+                let (request_bytes, response_bytes) = self.exchange_budgets()?;
+                let pushes = self.pushes(&refused_now, request_bytes, true)?;
                 // The version goes once per server, the budget only when it is not the
                 // default: a one-mark exchange is counted in bytes (BENCHMARKS.md).
                 let told = self.meta("told_app_version")?;
@@ -974,17 +988,38 @@ impl Device {
                     } else {
                         APP_VERSION.to_string()
                     },
-                    max_response_bytes: if self.response_bytes == RESPONSE_BYTES {
+                    max_response_bytes: if response_bytes == RESPONSE_BYTES {
                         0
                     } else {
-                        self.response_bytes
+                        response_bytes
                     },
                 };
                 let body = req.encode();
+                let sent = body.len();
                 stats.requests += 1;
-                stats.bytes_up += body.len() as u64;
+                stats.bytes_up += sent as u64;
+                let reply = match transport.post(protocol::SYNC_PATH, protocol::CONTENT_TYPE, Some(&token), body) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        // Nothing came back: the link is down or cut this exchange. Every
+                        // exchange is idempotent; the next one is rebuilt within a smaller
+                        // budget, so an exchange the link cannot carry is not repeated as is.
+                        if failures >= self.retry.retries {
+                            return Err(Error::Offline(e));
+                        }
+                        failures += 1;
+                        stats.retries += 1;
+                        cut = true;
+                        let got = transport.partial_reply_bytes();
+                        stats.bytes_down += got;
+                        self.shrink_link_budget(sent.max(pushes_size(&pushes)), got as usize)?;
+                        transport.fresh_connections(true);
+                        (self.retry.sleep)(self.retry.delay(failures));
+                        continue;
+                    }
+                };
+                failures = 0;
                 stats.changes_sent += pushes.iter().map(|(_, n)| *n as u64).sum::<u64>();
-                let reply = self.post_with_retry(transport, &token, body, &mut stats)?;
                 stats.bytes_down += reply.body.len() as u64;
                 if reply.status != 200 {
                     return Err(error_from_reply(&reply));
@@ -1013,6 +1048,9 @@ impl Device {
         })();
         stats.seconds = started.elapsed().as_secs_f64();
         let ok = result.is_ok();
+        if ok && !cut {
+            self.grow_link_budget()?;
+        }
         self.conn.execute(
             "INSERT INTO sync_log (at, ok, requests, bytes_up, bytes_down, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -1029,29 +1067,60 @@ impl Device {
         Ok(stats)
     }
 
-    /// Sends one exchange, retrying with backoff while nothing comes back. An answer,
-    /// even an error status, ends the retries: the server has spoken.
-    fn post_with_retry(
-        &self,
-        transport: &mut dyn Transport,
-        token: &str,
-        body: Vec<u8>,
-        stats: &mut SyncStats,
-    ) -> Result<protocol::Reply> {
-        let mut attempt = 0;
-        loop {
-            match transport.post(protocol::SYNC_PATH, protocol::CONTENT_TYPE, Some(token), body.clone()) {
-                Ok(reply) => return Ok(reply),
-                Err(e) if attempt >= self.retry.retries => return Err(Error::Offline(e)),
-                Err(_) => {
-                    attempt += 1;
-                    stats.retries += 1;
-                    (self.retry.sleep)(self.retry.delay(attempt));
-                    stats.bytes_up += body.len() as u64;
-                    stats.requests += 1;
-                }
+    /// The byte budget of one exchange this device learnt for its link: `None` until a
+    /// sync was cut (the defaults, [`BATCH_BYTES`] and [`RESPONSE_BYTES`], apply). Kept in
+    /// the store (`meta.link_budget`), so a device that restarts on the same bad link
+    /// does not learn it again.
+    pub fn link_budget(&self) -> Result<Option<usize>> {
+        Ok(self.meta("link_budget")?.and_then(|b| b.parse().ok()))
+    }
+
+    /// Document data for the next request and the next response.
+    fn exchange_budgets(&self) -> Result<(usize, u32)> {
+        Ok(match self.link_budget()? {
+            None => (self.batch_bytes, self.response_bytes),
+            Some(b) => {
+                let data = b.saturating_sub(EXCHANGE_OVERHEAD).max(MIN_DATA);
+                (
+                    data.min(self.batch_bytes),
+                    u32::try_from(data).unwrap_or(u32::MAX).min(self.response_bytes),
+                )
             }
+        })
+    }
+
+    /// After an exchange got no answer: half of what it tried to move (the request's
+    /// bytes, or the reply's that arrived when a reply was cut), never more than the
+    /// budget was, never under [`LINK_FLOOR`].
+    fn shrink_link_budget(&self, sent: usize, received: usize) -> Result<()> {
+        let (request, response) = self.exchange_budgets()?;
+        let tried = if received > 0 {
+            // The reply was cut after `received` bytes: that much gets through.
+            received
+        } else {
+            sent.min(request.max(response as usize) + EXCHANGE_OVERHEAD)
+        };
+        let learnt = self.link_budget()?;
+        if learnt.is_none() && tried < 2 * LINK_FLOOR {
+            // An exchange this small does not fail for its size: the link is down.
+            return Ok(());
         }
+        let current = learnt.unwrap_or(usize::MAX);
+        let next = (tried / 2).min(current / 2).max(LINK_FLOOR);
+        store::set_meta(&self.conn, "link_budget", &next.to_string())
+    }
+
+    /// After a sync that went through without a cut: twice the budget, and the defaults
+    /// again once it reaches them.
+    fn grow_link_budget(&self) -> Result<()> {
+        let Some(b) = self.link_budget()? else { return Ok(()) };
+        let next = b.saturating_mul(2);
+        if next >= self.batch_bytes {
+            self.conn.execute("DELETE FROM meta WHERE key = 'link_budget'", [])?;
+        } else {
+            store::set_meta(&self.conn, "link_budget", &next.to_string())?;
+        }
+        Ok(())
     }
 
     fn dirty_docs(&self, skip: &HashSet<String>) -> Result<Vec<DirtyDoc>> {
@@ -1065,11 +1134,6 @@ impl Device {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         Ok(rows.into_iter().filter(|(d, _, _)| !skip.contains(d)).collect())
-    }
-
-    /// The documents to push in the next request, up to [`BATCH_BYTES`] of data.
-    fn collect_pushes(&mut self, skip: &HashSet<String>) -> Result<Vec<(DocPush, usize)>> {
-        self.pushes(skip, self.batch_bytes, true)
     }
 
     /// Pushes for dirty documents, up to `budget` bytes of data (at least one). With
@@ -1100,34 +1164,51 @@ impl Device {
                 continue;
             }
             let knows_base = base.iter().all(|h| doc.get_change_by_hash(h).is_some());
-            let (base, data, n) = if base.is_empty() || !knows_base {
+            let room = budget.saturating_sub(size);
+            let (push_base, data, n) = if base.is_empty() || !knows_base {
                 (Vec::new(), doc.save(), doc.get_changes(&[]).len())
             } else {
                 let changes = doc.get_changes(&base);
-                let mut data = Vec::new();
-                let mut deps = HashSet::new();
-                for c in &changes {
-                    data.extend_from_slice(c.raw_bytes());
-                    deps.extend(c.deps().iter().copied());
-                }
-                // The server reads the base hashes the changes depend on from the
-                // changes themselves: send only the others.
-                let base: Vec<ChangeHash> = base.into_iter().filter(|h| !deps.contains(h)).collect();
-                (base, data, changes.len())
+                let data: Vec<u8> = changes.iter().flat_map(|c| c.raw_bytes().iter().copied()).collect();
+                (less_deps(&base, &changes), data, changes.len())
             };
-            if !out.is_empty() && size + data.len() > budget {
+            if data.len() <= room {
+                size += data.len();
+                out.push((
+                    DocPush {
+                        doc: key,
+                        base: hashes_to_wire(&push_base),
+                        heads: Vec::new(),
+                        data,
+                    },
+                    n,
+                ));
+                continue;
+            }
+            // Too large for what is left of this request. Half a request or less left:
+            // the next request starts with it.
+            if !out.is_empty() && room < budget / 2 {
                 break;
             }
-            size += data.len();
+            // A causal prefix of what the server lacks, as one compact bundle within
+            // the room; the server accepts it (its dependencies are the server's), and the
+            // rest goes in the next requests. Later documents wait for this one: a course
+            // is through before its attendance is sent.
+            let from = if knows_base { base } else { Vec::new() };
+            let changes = causal_order(doc.get_changes(&from));
+            let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+            let (n, data) = protocol::fitting_prefix(&doc, &hashes, room)
+                .ok_or_else(|| Error::Wire(format!("document {key} cannot be bundled")))?;
             out.push((
                 DocPush {
                     doc: key,
-                    base: hashes_to_wire(&base),
+                    base: hashes_to_wire(&less_deps(&from, &changes[..n])),
                     heads: Vec::new(),
                     data,
                 },
                 n,
             ));
+            break;
         }
         Ok(out)
     }
@@ -1233,10 +1314,19 @@ impl Device {
             match result.outcome {
                 Outcome::Accepted => {
                     stats.docs_sent += 1;
-                    // Empty heads: the server has exactly what the device has after
-                    // merging `data`.
-                    let heads = (!server_heads.is_empty()).then_some(&server_heads[..]);
-                    merge_into(&tx, &id, &actor, &result.data, heads)?;
+                    // Empty heads: the server has what was pushed and what it sent back
+                    // (`data`, the changes after the pushed heads). Not "everything the
+                    // device has": a push may be a prefix of the device's changes.
+                    let heads = if server_heads.is_empty() {
+                        let pushed = protocol::pushed_heads(&push.base, &push.data)
+                            .ok_or_else(|| Error::Wire(format!("the changes of {} do not parse", push.doc)))?;
+                        let after = protocol::pushed_heads(&pushed, &result.data)
+                            .ok_or_else(|| Error::Wire(format!("the server's changes of {} do not parse", push.doc)))?;
+                        hashes_from_wire(&after)
+                    } else {
+                        server_heads
+                    };
+                    merge_into(&tx, &id, &actor, &result.data, Some(&heads))?;
                 }
                 Outcome::Missing => {
                     // The bundle has not arrived: send the data in the next exchange.
@@ -1264,7 +1354,20 @@ impl Device {
         for update in updates {
             let id: DocId = update.doc.parse()?;
             stats.docs_received += 1;
-            merge_into(&tx, &id, &actor, &update.data, Some(&hashes_from_wire(&update.heads)))?;
+            // Empty heads: a piece of the document (the rest comes in the next responses);
+            // the server then has what the device knew it had plus the piece.
+            let heads = if update.heads.is_empty() {
+                let known: Option<Vec<u8>> = tx
+                    .query_row("SELECT server_heads FROM docs WHERE doc_id = ?1", [&update.doc], |r| r.get(0))
+                    .optional()?;
+                let known = hashes_to_wire(&heads_from_blob(&known.unwrap_or_default()));
+                let after = protocol::pushed_heads(&known, &update.data)
+                    .ok_or_else(|| Error::Wire(format!("the server's piece of {} does not parse", update.doc)))?;
+                hashes_from_wire(&after)
+            } else {
+                hashes_from_wire(&update.heads)
+            };
+            merge_into(&tx, &id, &actor, &update.data, Some(&heads))?;
         }
         // A bundle may be older than what the device already has: never move back.
         let current: u64 = store::get_meta(&tx, "cursor")?
@@ -1275,6 +1378,51 @@ impl Device {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The server heads a push builds on, less those its changes name as dependencies (the
+/// server reads those from the changes).
+fn less_deps(base: &[ChangeHash], changes: &[automerge::Change]) -> Vec<ChangeHash> {
+    let deps: HashSet<ChangeHash> = changes.iter().flat_map(|c| c.deps().iter().copied()).collect();
+    base.iter().filter(|h| !deps.contains(h)).copied().collect()
+}
+
+/// Bytes of document data in a request's pushes.
+fn pushes_size(pushes: &[(DocPush, usize)]) -> usize {
+    pushes.iter().map(|(p, _)| p.data.len()).sum()
+}
+
+/// `changes` with every change after the changes of the set it depends on (automerge
+/// returns them so already; a prefix is sent on its own, so this is made certain). Stable:
+/// among changes that are ready, the original order.
+fn causal_order(changes: Vec<automerge::Change>) -> Vec<automerge::Change> {
+    let index: std::collections::HashMap<ChangeHash, usize> =
+        changes.iter().enumerate().map(|(i, c)| (c.hash(), i)).collect();
+    let mut waiting: Vec<usize> = changes
+        .iter()
+        .map(|c| c.deps().iter().filter(|d| index.contains_key(d)).count())
+        .collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); changes.len()];
+    for (i, c) in changes.iter().enumerate() {
+        for d in c.deps() {
+            if let Some(&j) = index.get(d) {
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..changes.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut order = Vec::with_capacity(changes.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &k in &dependents[i] {
+            waiting[k] -= 1;
+            if waiting[k] == 0 {
+                ready.insert(k);
+            }
+        }
+    }
+    let mut slots: Vec<Option<automerge::Change>> = changes.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 /// A document with unsent changes: (id, server heads, heads last put in a bundle).
@@ -1311,7 +1459,13 @@ fn merge_into(
     doc.set_actor(actor.clone());
     if !data.is_empty() {
         doc.load_incremental(data)?;
-        store::append_chunk(tx, id, &doc, data)?;
+        if protocol::has_bundle(data) {
+            // Bundles are automerge's experimental format: the store keeps documents
+            // only in the stable saved form.
+            store::replace_doc(tx, id, &doc)?;
+        } else {
+            store::append_chunk(tx, id, &doc, data)?;
+        }
         project_doc_lenient(tx, id, &doc)?;
     } else {
         store::ensure_doc(tx, id)?;
@@ -1319,7 +1473,13 @@ fn merge_into(
     let local = doc.get_heads();
     let server_heads = server_heads.unwrap_or(&local);
     let has_server = server_heads.iter().all(|h| doc.get_change_by_hash(h).is_some());
-    let known = if has_server { server_heads.to_vec() } else { Vec::new() };
+    let known = match server_heads {
+        _ if !has_server => Vec::new(),
+        // Derived heads may name a change and one of its ancestors (a piece that repeats
+        // changes the device had): keep the frontier only.
+        [_, _, ..] => doc.fork_at(server_heads)?.get_heads(),
+        _ => server_heads.to_vec(),
+    };
     let pending = doc.get_changes(&known).len() as i64;
     let dirty = sorted(&local) != sorted(&known);
     tx.execute(
@@ -1354,7 +1514,13 @@ fn rebuild_after_refusal(
     let at = now_ms.div_euclid(1000);
     tx.execute(
         "INSERT INTO refused (doc_id, reason, at, changes, keys) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id.to_string(), reason, at, push.data, keys.join(" ")],
+        params![
+            id.to_string(),
+            reason,
+            at,
+            protocol::raw_changes(&push.data).unwrap_or_else(|| push.data.clone()),
+            keys.join(" ")
+        ],
     )?;
     let mut rebuilt = if server_data.is_empty() {
         Automerge::new()
