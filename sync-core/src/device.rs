@@ -1089,24 +1089,25 @@ impl Device {
         })
     }
 
-    /// After an exchange got no answer: half of what it tried to move (the request's
-    /// bytes, or the reply's that arrived when a reply was cut), never more than the
-    /// budget was, never under [`LINK_FLOOR`].
+    /// After an exchange got no answer. A reply cut after `received` bytes measured the
+    /// link: that much gets through, and the budget becomes 7/8 of it. A request that got
+    /// no answer measured nothing: the budget becomes half of what it tried to send. Never
+    /// more than the budget was, never under [`LINK_FLOOR`]; unchanged when the exchange
+    /// was too small to have failed for its size (the link is down, not short).
     fn shrink_link_budget(&self, sent: usize, received: usize) -> Result<()> {
         let (request, response) = self.exchange_budgets()?;
-        let tried = if received > 0 {
-            // The reply was cut after `received` bytes: that much gets through.
-            received
-        } else {
-            sent.min(request.max(response as usize) + EXCHANGE_OVERHEAD)
-        };
         let learnt = self.link_budget()?;
-        if learnt.is_none() && tried < 2 * LINK_FLOOR {
-            // An exchange this small does not fail for its size: the link is down.
-            return Ok(());
-        }
         let current = learnt.unwrap_or(usize::MAX);
-        let next = (tried / 2).min(current / 2).max(LINK_FLOOR);
+        let next = if received > 0 {
+            (received / 8 * 7).min(current / 8 * 7)
+        } else {
+            let tried = sent.min(request.max(response as usize) + EXCHANGE_OVERHEAD);
+            if learnt.is_none() && tried < 2 * LINK_FLOOR {
+                return Ok(());
+            }
+            (tried / 2).min(current / 2)
+        };
+        let next = next.max(LINK_FLOOR);
         store::set_meta(&self.conn, "link_budget", &next.to_string())
     }
 

@@ -251,3 +251,4 @@ fn point_at(home: &Path, url: &str) {
     conn.execute("UPDATE meta SET value = ?1 WHERE key = 'server'", [url])
         .expect("set the server URL");
 }
+
