@@ -89,6 +89,7 @@ pub fn app_with(store: SharedStore, limits: Limits) -> Router {
     Router::new()
         .route(protocol::ENROLL_PATH, post(enroll))
         .route(protocol::SYNC_PATH, post(sync))
+        .route(protocol::COMPACT_SYNC_PATH, post(sync_compact))
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::web::routes())
         .layer(DefaultBodyLimit::disable())
@@ -324,6 +325,15 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    sync_with(st, headers, body, false).await
+}
+
+/// `POST /`: the same exchange with compact bodies (docs/PROTOCOL.md).
+async fn sync_compact(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    sync_with(st, headers, body, true).await
+}
+
+async fn sync_with(st: AppState, headers: HeaderMap, body: Bytes, compact: bool) -> Result<Response, ApiError> {
     let Some(token) = bearer(&headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -349,7 +359,8 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         if device.revoked_at.is_some() {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "device_revoked", "this device has been revoked by an administrator; its unsent data stays on the device"));
         }
-        let req = SyncRequest::decode(&body).map_err(|e| match e {
+        let req = if compact { SyncRequest::decode_compact(&body) } else { SyncRequest::decode(&body) };
+        let req = req.map_err(|e| match e {
             DecodeError::Version(_) => ApiError::new(StatusCode::BAD_REQUEST, "unsupported_version", e.to_string()),
             _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
         })?;
@@ -365,7 +376,7 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         sync_core::failpoint::hit("server.after_commit");
         let response = response.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no response"))?;
         let refused = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Refused { .. })).count();
-        let out = response.encode();
+        let out = if compact { response.encode_compact() } else { response.encode() };
         // An empty version: the device told it before and it has not changed.
         let app_version = if req.app_version.is_empty() { &device.app_version } else { &req.app_version };
         store.record_contact(&device.id, now(), req.pending_changes as i64, app_version, bytes_up, out.len() as i64)?;

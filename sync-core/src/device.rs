@@ -994,11 +994,14 @@ impl Device {
                         response_bytes
                     },
                 };
-                let body = req.encode();
+                // Compact bodies on `/` unless this server was found not to speak them.
+                let path = self.meta("sync_path")?.unwrap_or_else(|| protocol::COMPACT_SYNC_PATH.to_string());
+                let compact = path == protocol::COMPACT_SYNC_PATH;
+                let body = if compact { req.encode_compact() } else { req.encode() };
                 let sent = body.len();
                 stats.requests += 1;
                 stats.bytes_up += sent as u64;
-                let reply = match transport.post(protocol::SYNC_PATH, protocol::CONTENT_TYPE, Some(&token), body) {
+                let reply = match transport.post(&path, protocol::CONTENT_TYPE, Some(&token), body) {
                     Ok(reply) => reply,
                     Err(e) => {
                         // Nothing came back: the link is down or cut this exchange. Every
@@ -1019,12 +1022,23 @@ impl Device {
                     }
                 };
                 failures = 0;
-                stats.changes_sent += pushes.iter().map(|(_, n)| *n as u64).sum::<u64>();
                 stats.bytes_down += reply.body.len() as u64;
+                if compact && matches!(reply.status, 404 | 405) {
+                    // A server from before compact bodies: the full path from now on
+                    // (once: the next round reads it back).
+                    store::set_meta(&self.conn, "sync_path", protocol::SYNC_PATH)?;
+                    continue;
+                }
+                stats.changes_sent += pushes.iter().map(|(_, n)| *n as u64).sum::<u64>();
                 if reply.status != 200 {
                     return Err(error_from_reply(&reply));
                 }
-                let resp = SyncResponse::decode(&reply.body).map_err(|e| Error::Wire(e.to_string()))?;
+                let resp = if compact {
+                    SyncResponse::decode_compact(&reply.body)
+                } else {
+                    SyncResponse::decode(&reply.body)
+                };
+                let resp = resp.map_err(|e| Error::Wire(e.to_string()))?;
                 crate::failpoint::hit("device.after_reply");
                 let more = resp.more;
                 self.apply_response(&req, resp, &mut stats, &mut refused_now)?;

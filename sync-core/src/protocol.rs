@@ -23,6 +23,10 @@ use crate::error::{Error, Result};
 
 pub const PROTOCOL_VERSION: u8 = 2;
 pub const SYNC_PATH: &str = "/v1/sync";
+/// The same exchange with compact bodies ([`SyncRequest::encode_compact`]): a server
+/// that answers here speaks them too. Devices use it and fall back to [`SYNC_PATH`]
+/// when a server answers 404 or 405 (built before 2026-12-02).
+pub const COMPACT_SYNC_PATH: &str = "/";
 pub const ENROLL_PATH: &str = "/v1/enroll";
 pub const CONTENT_TYPE: &str = "application/x-diemdanh-sync";
 
@@ -32,6 +36,8 @@ const KIND_REQUEST: u8 = b'Q';
 const KIND_RESPONSE: u8 = b'R';
 /// Added to a kind (upper to lower case) when the message is not compressed.
 const PLAIN: u8 = 0x20;
+/// A compact body leaves out at most this many trailing zero bytes of a plain message.
+const MAX_ELIDED: usize = 4;
 /// Refuse to inflate more than this: a 1 MiB body must not become 1 GiB in memory.
 pub const MAX_DECODED_BYTES: usize = 64 * 1024 * 1024;
 
@@ -139,13 +145,19 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-fn encode<T: Serialize>(kind: u8, msg: &T) -> Vec<u8> {
+fn encode<T: Serialize>(kind: u8, msg: &T, compact: bool) -> Vec<u8> {
     // postcard cannot fail on these types (no maps, no unsized sequences).
-    let plain = postcard::to_stdvec(msg).unwrap_or_default();
+    let mut plain = postcard::to_stdvec(msg).unwrap_or_default();
     let packed = zstd::bulk::compress(&plain, 9).unwrap_or_default();
     let (kind, payload) = if !packed.is_empty() && packed.len() < plain.len() {
         (kind, packed)
     } else {
+        if compact {
+            // The trailing fields are most often zero (no more, no budget, no version):
+            // a compact plain body leaves their zero bytes out; `decode` puts them back.
+            let zeros = plain.iter().rev().take(MAX_ELIDED).take_while(|b| **b == 0).count();
+            plain.truncate(plain.len() - zeros);
+        }
         (kind | PLAIN, plain)
     };
     let mut out = Vec::with_capacity(payload.len() + HEADER);
@@ -168,7 +180,7 @@ pub enum DecodeError {
     Corrupt,
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8]) -> Result<T, DecodeError> {
+fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8], compact: bool) -> Result<T, DecodeError> {
     // A version-1 body starts with "DD": its version is at byte 3.
     if body.len() >= 4 && &body[..2] == b"DD" {
         return Err(DecodeError::Version(body[3]));
@@ -184,7 +196,23 @@ fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8]) -> Result<T, Deco
         if message.len() > MAX_DECODED_BYTES {
             return Err(DecodeError::Corrupt);
         }
-        return postcard::from_bytes(message).map_err(|_| DecodeError::Corrupt);
+        if let Ok(msg) = postcard::from_bytes(message) {
+            return Ok(msg);
+        }
+        if !compact {
+            return Err(DecodeError::Corrupt);
+        }
+        // A compact body: trailing zero bytes were left out. Fewer zeros than were left
+        // out leave the last fields missing (postcard fails), so the first that decodes
+        // is exact.
+        let mut padded = message.to_vec();
+        for _ in 0..MAX_ELIDED {
+            padded.push(0);
+            if let Ok(msg) = postcard::from_bytes(&padded) {
+                return Ok(msg);
+            }
+        }
+        return Err(DecodeError::Corrupt);
     }
     let plain = zstd::bulk::decompress(message, MAX_DECODED_BYTES).map_err(|_| DecodeError::Corrupt)?;
     postcard::from_bytes(&plain).map_err(|_| DecodeError::Corrupt)
@@ -192,19 +220,36 @@ fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8]) -> Result<T, Deco
 
 impl SyncRequest {
     pub fn encode(&self) -> Vec<u8> {
-        encode(KIND_REQUEST, self)
+        encode(KIND_REQUEST, self, false)
+    }
+    /// For [`COMPACT_SYNC_PATH`]: a plain body without its trailing zero bytes.
+    pub fn encode_compact(&self) -> Vec<u8> {
+        encode(KIND_REQUEST, self, true)
     }
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        decode(KIND_REQUEST, body)
+        decode(KIND_REQUEST, body, false)
+    }
+    /// Decodes a body received on [`COMPACT_SYNC_PATH`] (full bodies too). Its length
+    /// comes from the HTTP framing: a body cut short by up to four bytes may decode.
+    pub fn decode_compact(body: &[u8]) -> Result<Self, DecodeError> {
+        decode(KIND_REQUEST, body, true)
     }
 }
 
 impl SyncResponse {
     pub fn encode(&self) -> Vec<u8> {
-        encode(KIND_RESPONSE, self)
+        encode(KIND_RESPONSE, self, false)
+    }
+    /// The answer on [`COMPACT_SYNC_PATH`]: a plain body without its trailing zero bytes.
+    pub fn encode_compact(&self) -> Vec<u8> {
+        encode(KIND_RESPONSE, self, true)
     }
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        decode(KIND_RESPONSE, body)
+        decode(KIND_RESPONSE, body, false)
+    }
+    /// Decodes the answer to a request sent to [`COMPACT_SYNC_PATH`].
+    pub fn decode_compact(body: &[u8]) -> Result<Self, DecodeError> {
+        decode(KIND_RESPONSE, body, true)
     }
 }
 
@@ -498,6 +543,48 @@ mod tests {
         assert!(pieces >= 4, "{pieces} pieces");
         assert_eq!(receiver.get_heads(), doc.get_heads());
         assert!(!has_bundle(&doc.save()));
+    }
+
+    #[test]
+    fn compact_bodies_leave_out_trailing_zeros_and_decode_to_the_same_message() {
+        let resp = SyncResponse {
+            results: vec![DocResult {
+                outcome: Outcome::Accepted,
+                heads: vec![],
+                data: vec![],
+            }],
+            updates: vec![],
+            cursor: 300,
+            more: false,
+        };
+        let full = resp.encode();
+        let compact = resp.encode_compact();
+        assert_eq!(compact.len() + 1, full.len(), "`more: false` left out");
+        assert_eq!(SyncResponse::decode_compact(&compact), Ok(resp.clone()));
+        assert_eq!(SyncResponse::decode_compact(&full), Ok(resp));
+        // The full path stays strict: a compact body is not one of its messages.
+        assert_eq!(SyncResponse::decode(&compact), Err(DecodeError::Corrupt));
+        let req = SyncRequest {
+            cursor: 0,
+            docs: vec![],
+            pending_changes: 0,
+            app_version: String::new(),
+            max_response_bytes: 0,
+        };
+        // Every field zero: four bytes left out of five, the cursor's stays.
+        assert_eq!(req.encode_compact(), b"q\x02\x00".to_vec());
+        assert_eq!(SyncRequest::decode_compact(&req.encode_compact()), Ok(req.clone()));
+        let with_data = SyncRequest {
+            docs: vec![DocPush {
+                doc: "roster:2025:03434".into(),
+                base: vec![],
+                heads: vec![],
+                data: vec![1, 0, 0],
+            }],
+            pending_changes: 1,
+            ..req
+        };
+        assert_eq!(SyncRequest::decode_compact(&with_data.encode_compact()), Ok(with_data));
     }
 
     #[test]

@@ -252,3 +252,50 @@ fn point_at(home: &Path, url: &str) {
         .expect("set the server URL");
 }
 
+
+/// A server from before compact bodies answers `POST /` with 405: the device says the
+/// same on the full path, remembers it, and converges.
+#[test]
+fn a_server_without_compact_bodies_is_spoken_to_on_the_full_path() {
+    struct OldServer {
+        inner: HttpTransport,
+        paths: Vec<String>,
+    }
+    impl sync_core::protocol::Transport for OldServer {
+        fn post(
+            &mut self,
+            path: &str,
+            content_type: &str,
+            bearer: Option<&str>,
+            body: Vec<u8>,
+        ) -> Result<sync_core::protocol::Reply, String> {
+            self.paths.push(path.to_string());
+            if path == sync_core::protocol::COMPACT_SYNC_PATH {
+                return Ok(sync_core::protocol::Reply {
+                    status: 405,
+                    body: Vec::new(),
+                });
+            }
+            // The old path takes full bodies only.
+            if path == sync_core::protocol::SYNC_PATH {
+                sync_core::protocol::SyncRequest::decode(&body).map_err(|e| e.to_string())?;
+            }
+            self.inner.post(path, content_type, bearer, body)
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = run(&dir.path().join("run"));
+    let mut a = Device::open(&dir.path().join("run/device-a")).expect("open");
+    let mut old = OldServer {
+        inner: HttpTransport::new(&server.url).expect("transport"),
+        paths: Vec::new(),
+    };
+    a.sync(&mut old, &mut |_| true).expect("sync with an old server");
+    assert_eq!(old.paths, ["/", "/v1/sync"], "one try on /, then the full path");
+    assert_converged(&server, &a);
+    workload::record_one_more_mark(&mut a, &template().course);
+    old.paths.clear();
+    a.sync(&mut old, &mut |_| true).expect("the next sync");
+    assert_eq!(old.paths, ["/v1/sync"], "remembered");
+    server.stop();
+}
