@@ -951,8 +951,9 @@ impl Device {
     }
 
     /// Exchanges everything with the server: pushes every document with local changes
-    /// in batches of about [`BATCH_BYTES`], pulls what changed since the cursor, and
-    /// repeats until both sides are even. Each exchange is committed locally before the
+    /// in batches of about [`BATCH_BYTES`] (or the link's budget, [`Device::link_budget`]),
+    /// pulls what changed since the cursor, and repeats until both sides are even. An
+    /// exchange that gets no answer shrinks the budget and is rebuilt within it. Each exchange is committed locally before the
     /// next starts, so a cut loses at most the exchange in flight. `progress` is called
     /// after every exchange; returning false cancels the sync there (the store stays
     /// consistent and the next sync goes on from that point).
@@ -965,6 +966,8 @@ impl Device {
         let token = self.meta("token")?.ok_or(Error::NotEnrolled)?;
         let mut stats = SyncStats::default();
         let mut refused_now: HashSet<String> = HashSet::new();
+        // Documents counted in the stats: a document in pieces counts once.
+        let mut counted = Counted::default();
         let mut cut = false;
         // Failed exchanges in a row; a success starts the count again.
         let mut failures = 0u32;
@@ -1041,7 +1044,7 @@ impl Device {
                 let resp = resp.map_err(|e| Error::Wire(e.to_string()))?;
                 crate::failpoint::hit("device.after_reply");
                 let more = resp.more;
-                self.apply_response(&req, resp, &mut stats, &mut refused_now)?;
+                self.apply_response(&req, resp, &mut stats, &mut refused_now, &mut counted)?;
                 if !req.app_version.is_empty() {
                     store::set_meta(&self.conn, "told_app_version", &req.app_version)?;
                 }
@@ -1087,6 +1090,18 @@ impl Device {
     /// does not learn it again.
     pub fn link_budget(&self) -> Result<Option<usize>> {
         Ok(self.meta("link_budget")?.and_then(|b| b.parse().ok()))
+    }
+
+    /// Sets (or, `None`, forgets) the link's byte budget: an app that knows the device
+    /// moved to a better network, or a benchmark that starts from a learnt budget.
+    pub fn set_link_budget(&mut self, budget: Option<usize>) -> Result<()> {
+        match budget {
+            Some(b) => store::set_meta(&self.conn, "link_budget", &b.max(LINK_FLOOR).to_string()),
+            None => {
+                self.conn.execute("DELETE FROM meta WHERE key = 'link_budget'", [])?;
+                Ok(())
+            }
+        }
     }
 
     /// Document data for the next request and the next response.
@@ -1151,8 +1166,10 @@ impl Device {
         Ok(rows.into_iter().filter(|(d, _, _)| !skip.contains(d)).collect())
     }
 
-    /// Pushes for dirty documents, up to `budget` bytes of data (at least one). With
-    /// `probe`, a document unchanged since it went out in a bundle is sent as a probe.
+    /// Pushes for dirty documents, up to `budget` bytes of data. A document larger than
+    /// what is left goes as a bundle of a causal prefix of its unsent changes (at least one
+    /// change) and ends the request. With `probe`, a document unchanged since it went out
+    /// in a bundle file is sent as a probe.
     fn pushes(&mut self, skip: &HashSet<String>, budget: usize, probe: bool) -> Result<Vec<(DocPush, usize)>> {
         let mut out = Vec::new();
         let mut size = 0usize;
@@ -1294,7 +1311,7 @@ impl Device {
             max_response_bytes: 0,
         };
         let mut stats = SyncStats::default();
-        self.apply_response(&empty, resp, &mut stats, &mut HashSet::new())?;
+        self.apply_response(&empty, resp, &mut stats, &mut HashSet::new(), &mut Counted::default())?;
         Ok(BundleSummary {
             docs,
             changes: 0,
@@ -1309,6 +1326,7 @@ impl Device {
         resp: SyncResponse,
         stats: &mut SyncStats,
         refused_now: &mut HashSet<String>,
+        counted: &mut Counted,
     ) -> Result<()> {
         let actor = self.actor.clone();
         let now_ms = self.now_ms();
@@ -1328,7 +1346,9 @@ impl Device {
             let server_heads = hashes_from_wire(&result.heads);
             match result.outcome {
                 Outcome::Accepted => {
-                    stats.docs_sent += 1;
+                    if counted.sent.insert(push.doc.clone()) {
+                        stats.docs_sent += 1;
+                    }
                     // Empty heads: the server has what was pushed and what it sent back
                     // (`data`, the changes after the pushed heads). Not "everything the
                     // device has": a push may be a prefix of the device's changes.
@@ -1368,7 +1388,9 @@ impl Device {
         updates.sort_by_key(|u| u.doc.parse::<DocId>().map(|d| d.kind).unwrap_or(DocKind::Attendance));
         for update in updates {
             let id: DocId = update.doc.parse()?;
-            stats.docs_received += 1;
+            if counted.received.insert(update.doc.clone()) {
+                stats.docs_received += 1;
+            }
             // Empty heads: a piece of the document (the rest comes in the next responses);
             // the server then has what the device knew it had plus the piece.
             let heads = if update.heads.is_empty() {
@@ -1438,6 +1460,13 @@ fn causal_order(changes: Vec<automerge::Change>) -> Vec<automerge::Change> {
     }
     let mut slots: Vec<Option<automerge::Change>> = changes.into_iter().map(Some).collect();
     order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// The documents one sync has counted as sent and received.
+#[derive(Default)]
+struct Counted {
+    sent: HashSet<String>,
+    received: HashSet<String>,
 }
 
 /// A document with unsent changes: (id, server heads, heads last put in a bundle).
