@@ -130,13 +130,21 @@ pub fn updates_since(
     let mut left = budget;
     let mut new_cursor = cursor;
     let mut cut = false;
+    // Documents that cannot be sent (an id that does not parse, or gone): passed over.
+    let mut skipped: Vec<&str> = Vec::new();
     for (doc, created, updated) in &changed {
         if sent.contains(doc) {
             new_cursor = new_cursor.max(*updated);
             continue;
         }
-        let Ok(id) = doc.parse::<DocId>() else { continue };
-        let Some(stored) = tx.load(&id)? else { continue };
+        let Ok(id) = doc.parse::<DocId>() else {
+            skipped.push(doc);
+            continue;
+        };
+        let Some(stored) = tx.load(&id)? else {
+            skipped.push(doc);
+            continue;
+        };
         // A document the device has none of comes whole (compact); one it has comes as
         // the changes logged after its cursor.
         let new = *created > cursor && tx.first_change_seq(doc)?.is_none_or(|first| first > cursor);
@@ -164,7 +172,7 @@ pub fn updates_since(
         return Ok((updates, new_cursor.max(upto).max(0) as u64, false));
     }
     let log = tx.change_log(&units, cursor, upto)?;
-    let answered = |doc: &str| sent.iter().any(|s| s == doc);
+    let answered = |doc: &str| sent.iter().any(|s| s == doc) || skipped.contains(&doc);
     let included = |doc: &str| answered(doc) || updates.iter().any(|u| u.doc == doc);
     if let Some((first_left, _, _)) = log.iter().find(|(_, doc, _)| !included(doc)) {
         let limit = new_cursor.min(first_left - 1);

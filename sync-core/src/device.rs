@@ -969,6 +969,9 @@ impl Device {
         // Documents counted in the stats: a document in pieces counts once.
         let mut counted = Counted::default();
         let mut cut = false;
+        // The largest exchange that went through, in bytes: the budget grows only when a
+        // sync showed the link carries about that much.
+        let mut largest = 0usize;
         // Failed exchanges in a row; a success starts the count again.
         let mut failures = 0u32;
         if self.link_budget()?.is_some() {
@@ -1026,6 +1029,7 @@ impl Device {
                 };
                 failures = 0;
                 stats.bytes_down += reply.body.len() as u64;
+                largest = largest.max(sent).max(reply.body.len());
                 if compact && matches!(reply.status, 404 | 405) {
                     // A server from before compact bodies: the full path from now on
                     // (once: the next round reads it back).
@@ -1066,7 +1070,7 @@ impl Device {
         stats.seconds = started.elapsed().as_secs_f64();
         let ok = result.is_ok();
         if ok && !cut {
-            self.grow_link_budget()?;
+            self.grow_link_budget(largest)?;
         }
         self.conn.execute(
             "INSERT INTO sync_log (at, ok, requests, bytes_up, bytes_down, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1140,10 +1144,14 @@ impl Device {
         store::set_meta(&self.conn, "link_budget", &next.to_string())
     }
 
-    /// After a sync that went through without a cut: twice the budget, and the defaults
-    /// again once it reaches them.
-    fn grow_link_budget(&self) -> Result<()> {
+    /// After a sync that went through without a cut and moved an exchange of at least
+    /// half the budget (`largest` bytes): twice the budget, and the defaults again once it
+    /// reaches them. Small syncs (one more mark) prove nothing and leave it.
+    fn grow_link_budget(&self, largest: usize) -> Result<()> {
         let Some(b) = self.link_budget()? else { return Ok(()) };
+        if largest < b / 2 {
+            return Ok(());
+        }
         let next = b.saturating_mul(2);
         if next >= self.batch_bytes {
             self.conn.execute("DELETE FROM meta WHERE key = 'link_budget'", [])?;
@@ -1556,15 +1564,25 @@ fn rebuild_after_refusal(
 ) -> Result<RefusedEntry> {
     let local = store::load_doc(tx, id)?.unwrap_or_default();
     let at = now_ms.div_euclid(1000);
+    // Everything the server was not known to have, not only what this push carried (a
+    // push may be a prefix), as plain changes.
+    let known: Option<Vec<u8>> = tx
+        .query_row("SELECT server_heads FROM docs WHERE doc_id = ?1", [id.to_string()], |r| r.get(0))
+        .optional()?;
+    let known = heads_from_blob(&known.unwrap_or_default());
+    let unsent = if known.iter().all(|h| local.get_change_by_hash(h).is_some()) {
+        local.save_after(&known)
+    } else {
+        local.save_after(&[])
+    };
+    let changes = if unsent.is_empty() {
+        protocol::raw_changes(&push.data).unwrap_or_else(|| push.data.clone())
+    } else {
+        unsent
+    };
     tx.execute(
         "INSERT INTO refused (doc_id, reason, at, changes, keys) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            id.to_string(),
-            reason,
-            at,
-            protocol::raw_changes(&push.data).unwrap_or_else(|| push.data.clone()),
-            keys.join(" ")
-        ],
+        params![id.to_string(), reason, at, changes, keys.join(" ")],
     )?;
     let mut rebuilt = if server_data.is_empty() {
         Automerge::new()
