@@ -205,7 +205,11 @@ pub fn updates_since(
     let (n, data) = sync_core::protocol::fitting_prefix(&stored.doc, &hashes, budget)
         .ok_or_else(|| crate::store::StoreError::Other(format!("document {first} cannot be bundled")))?;
     let piece_end = run[n - 1].0;
-    let updated = changed.iter().find(|(d, _, _)| *d == first).map(|(_, _, u)| *u).unwrap_or(upto);
+    let updated = changed
+        .iter()
+        .find(|(d, _, _)| *d == first)
+        .map(|(_, _, u)| *u)
+        .unwrap_or(upto);
     // The whole document up to now: its heads; else empty (the device derives them).
     let heads = if piece_end >= updated {
         hashes_to_wire(&stored.doc.get_heads())
@@ -214,7 +218,15 @@ pub fn updates_since(
     };
     let more = log.iter().any(|(seq, doc, _)| *seq > piece_end && !answered(doc));
     let cursor = if more { piece_end } else { piece_end.max(upto) };
-    Ok((vec![DocUpdate { doc: first, heads, data }], cursor.max(0) as u64, more))
+    Ok((
+        vec![DocUpdate {
+            doc: first,
+            heads,
+            data,
+        }],
+        cursor.max(0) as u64,
+        more,
+    ))
 }
 
 fn in_scope(peer: &Peer, id: &DocId) -> bool {

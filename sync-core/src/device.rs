@@ -1001,7 +1001,9 @@ impl Device {
                     },
                 };
                 // Compact bodies on `/` unless this server was found not to speak them.
-                let path = self.meta("sync_path")?.unwrap_or_else(|| protocol::COMPACT_SYNC_PATH.to_string());
+                let path = self
+                    .meta("sync_path")?
+                    .unwrap_or_else(|| protocol::COMPACT_SYNC_PATH.to_string());
                 let compact = path == protocol::COMPACT_SYNC_PATH;
                 let body = if compact { req.encode_compact() } else { req.encode() };
                 let sent = body.len();
@@ -1403,7 +1405,9 @@ impl Device {
             // the server then has what the device knew it had plus the piece.
             let heads = if update.heads.is_empty() {
                 let known: Option<Vec<u8>> = tx
-                    .query_row("SELECT server_heads FROM docs WHERE doc_id = ?1", [&update.doc], |r| r.get(0))
+                    .query_row("SELECT server_heads FROM docs WHERE doc_id = ?1", [&update.doc], |r| {
+                        r.get(0)
+                    })
                     .optional()?;
                 let known = hashes_to_wire(&heads_from_blob(&known.unwrap_or_default()));
                 let after = protocol::pushed_heads(&known, &update.data)
@@ -1567,7 +1571,11 @@ fn rebuild_after_refusal(
     // Everything the server was not known to have, not only what this push carried (a
     // push may be a prefix), as plain changes.
     let known: Option<Vec<u8>> = tx
-        .query_row("SELECT server_heads FROM docs WHERE doc_id = ?1", [id.to_string()], |r| r.get(0))
+        .query_row(
+            "SELECT server_heads FROM docs WHERE doc_id = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
         .optional()?;
     let known = heads_from_blob(&known.unwrap_or_default());
     let unsent = if known.iter().all(|h| local.get_change_by_hash(h).is_some()) {

@@ -206,8 +206,8 @@ fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8], compact: bool) ->
         // out leave the last fields missing (postcard fails), so the first that decodes
         // is exact.
         let mut padded = message.to_vec();
-        for _ in 0..MAX_ELIDED {
-            padded.push(0);
+        for extra in 1..=MAX_ELIDED {
+            padded.resize(message.len() + extra, 0);
             if let Ok(msg) = postcard::from_bytes(&padded) {
                 return Ok(msg);
             }
@@ -514,7 +514,8 @@ mod tests {
         let mut doc = automerge::AutoCommit::new();
         for i in 0..40 {
             for j in 0..20 {
-                doc.put(automerge::ROOT, format!("m/{i}/{j}"), format!("present {i} {j}")).expect("put");
+                doc.put(automerge::ROOT, format!("m/{i}/{j}"), format!("present {i} {j}"))
+                    .expect("put");
             }
             doc.commit();
         }
@@ -527,7 +528,11 @@ mod tests {
         let mut pieces = 0;
         while at < hashes.len() {
             let (n, bytes) = fitting_prefix(&doc, &hashes[at..], budget).expect("a piece");
-            assert!(n >= 1 && (bytes.len() <= budget || n == 1), "piece of {n}: {} B", bytes.len());
+            assert!(
+                n >= 1 && (bytes.len() <= budget || n == 1),
+                "piece of {n}: {} B",
+                bytes.len()
+            );
             assert!(has_bundle(&bytes));
             known = pushed_heads(&known, &bytes).expect("the piece parses");
             receiver.load_incremental(&bytes).expect("a prefix loads");

@@ -125,7 +125,13 @@ fn main() {
     // the budget that run learnt already in the devices' stores.
     let first = run_profile(&template, &dir.path().join("run-cut"), &course, cut.clone(), None);
     let learnt = first.budget;
-    let again = run_profile(&template, &dir.path().join("run-cut-learnt"), &course, cut.clone(), learnt);
+    let again = run_profile(
+        &template,
+        &dir.path().join("run-cut-learnt"),
+        &course,
+        cut.clone(),
+        learnt,
+    );
     let cut_runs = [
         (format!("{} (learns)", cut.name), first),
         (format!("{} (learnt {} B)", cut.name, learnt.unwrap_or(0)), again),
@@ -139,15 +145,7 @@ fn main() {
     let many = [1, MANY_COURSES].map(|n| many_documents(&dir.path().join(format!("run-many-{n}")), n));
     let dead = dead_zone_attempt(&template, &dir.path().join("run-dead"));
 
-    for line in report(
-        runs,
-        &results,
-        &cut_runs,
-        &many,
-        &reference,
-        &dead,
-        started.elapsed(),
-    ) {
+    for line in report(runs, &results, &cut_runs, &many, &reference, &dead, started.elapsed()) {
         println!("{line}");
     }
 }

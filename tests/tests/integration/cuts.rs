@@ -201,8 +201,7 @@ fn a_device_killed_mid_sync_on_a_cut_link_resumes_after_what_was_acknowledged() 
 
     // A whole sync on the cut link, for comparison.
     let whole_server = run(&dir.path().join("whole"));
-    let whole_proxy =
-        Netem::in_front_of(&whole_server.url, Profile::loopback().with_cut_every(CUT)).expect("proxy");
+    let whole_proxy = Netem::in_front_of(&whole_server.url, Profile::loopback().with_cut_every(CUT)).expect("proxy");
     let home = dir.path().join("whole/device-a");
     point_at(&home, whole_proxy.url());
     let whole = ok_json(&home, &["sync", "--retries", "6", "--json"]);
@@ -251,7 +250,6 @@ fn point_at(home: &Path, url: &str) {
     conn.execute("UPDATE meta SET value = ?1 WHERE key = 'server'", [url])
         .expect("set the server URL");
 }
-
 
 /// A server from before compact bodies answers `POST /` with 405: the device says the
 /// same on the full path, remembers it, and converges.
