@@ -311,3 +311,42 @@ fn a_clean_sync_that_fills_its_exchanges_doubles_the_budget() {
     assert_converged(&server, &a);
     assert_eq!(a.link_budget().expect("budget"), Some(6000));
 }
+
+/// Two documents whose logged changes interleave (X, Y, X, Y, ...), pulled by a fresh
+/// device whose responses hold one change at most: the cursor never passes a change of a
+/// document left out, so nothing is skipped.
+#[test]
+fn interleaved_documents_pulled_a_change_at_a_time_arrive_whole() {
+    use sync_core::model::MarkStatus;
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&dir.path().join("a"), NAM_HANG);
+    let (x, cadres_x) = crate::common::setup_course(&mut a, NAM_HANG, 3, 2);
+    let (y, cadres_y) = crate::common::setup_course(&mut a, NAM_HANG, 3, 2);
+    server.sync(&mut a).expect("setup sync");
+    // Each sync logs one change: the attendance documents of X and Y take turns.
+    for round in 0..3 {
+        let status = if round % 2 == 0 {
+            MarkStatus::Late
+        } else {
+            MarkStatus::Absent
+        };
+        a.mark(&x.id, &x.sessions[round % 2].id, &cadres_x[round], status, None)
+            .expect("mark X");
+        server.sync(&mut a).expect("sync X");
+        a.mark(&y.id, &y.sessions[round % 2].id, &cadres_y[round], status, None)
+            .expect("mark Y");
+        server.sync(&mut a).expect("sync Y");
+    }
+    let mut c = server.enrolled_device(&dir.path().join("c"), NAM_HANG);
+    c.set_batch_limits(1, 1);
+    let pull = server.sync(&mut c).expect("pull a change at a time");
+    assert!(pull.requests > 10, "{pull:?}");
+    for course in [&x, &y] {
+        let on_c = c.show_course(&course.id).expect("C's view");
+        assert_eq!(on_c, server.report(&course.id));
+        assert_eq!(on_c.marks.len(), 3, "every mark of {}", course.id);
+    }
+    assert_eq!(c.pending_changes().expect("pending"), 0, "C pushes nothing back");
+    server.stop();
+}
