@@ -132,7 +132,7 @@ fn the_workload_push_completes_on_a_link_cut_every_4_kb_without_losing_or_repeat
         seen.cuts
     );
     // The learning (the cut requests) is most of the extra; the benchmark records it.
-    assert!(ratio < 3.0, "{ratio:.2}x");
+    assert!(ratio < 3.5, "{ratio:.2}x");
 
     // The learnt budget is kept: one more mark goes in one request, with no cut.
     workload::record_one_more_mark(&mut a, &template().course);
