@@ -19,6 +19,11 @@ const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
 pub struct HttpTransport {
     base: String,
     agent: ureq::Agent,
+    /// The same configuration with no idle connections kept: one connection per exchange.
+    fresh_agent: ureq::Agent,
+    fresh: bool,
+    /// Reply bytes read before the last exchange failed.
+    partial: u64,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -39,33 +44,47 @@ impl HttpTransport {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(format!("server URL `{base}` must start with http:// or https://"));
         }
+        let roots = match ca_pem {
+            Some(pem) => Some(ca_certificates(pem)?),
+            None => None,
+        };
         // No `user-agent`, `accept` or `accept-encoding`: 60 bytes on every request that
         // serve nothing here (the bodies are compressed already, and versioned).
-        let mut config = ureq::Agent::config_builder()
-            .user_agent(ureq::config::AutoHeaderValue::None)
-            .accept(ureq::config::AutoHeaderValue::None)
-            .accept_encoding(ureq::config::AutoHeaderValue::None)
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(20)))
-            .timeout_global(Some(Duration::from_secs(300)));
-        if let Some(pem) = ca_pem {
-            let roots = ca_certificates(pem)?;
-            config = config.tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
-                    .build(),
-            );
-        }
+        let agent = |idle: Option<usize>| -> ureq::Agent {
+            let mut config = ureq::Agent::config_builder()
+                .user_agent(ureq::config::AutoHeaderValue::None)
+                .accept(ureq::config::AutoHeaderValue::None)
+                .accept_encoding(ureq::config::AutoHeaderValue::None)
+                .http_status_as_error(false)
+                .timeout_connect(Some(Duration::from_secs(20)))
+                .timeout_global(Some(Duration::from_secs(300)));
+            if let Some(idle) = idle {
+                config = config.max_idle_connections(idle).max_idle_connections_per_host(idle);
+            }
+            if let Some(roots) = &roots {
+                config = config.tls_config(
+                    ureq::tls::TlsConfig::builder()
+                        .root_certs(ureq::tls::RootCerts::new_with_certs(roots))
+                        .build(),
+                );
+            }
+            config.build().into()
+        };
         Ok(HttpTransport {
             base,
-            agent: config.build().into(),
+            agent: agent(None),
+            fresh_agent: agent(Some(0)),
+            fresh: false,
+            partial: 0,
         })
     }
 }
 
 impl Transport for HttpTransport {
     fn post(&mut self, path: &str, content_type: &str, bearer: Option<&str>, body: Vec<u8>) -> Result<Reply, String> {
-        let mut req = self.agent.post(format!("{}{}", self.base, path));
+        self.partial = 0;
+        let agent = if self.fresh { &self.fresh_agent } else { &self.agent };
+        let mut req = agent.post(format!("{}{}", self.base, path));
         // A sync body names itself (kind, version): no content type is sent for it.
         if content_type != protocol::CONTENT_TYPE {
             req = req.header("Content-Type", content_type);
@@ -76,13 +95,30 @@ impl Transport for HttpTransport {
         let mut resp = req.send(&body[..]).map_err(|e| describe(&e))?;
         sync_core::failpoint::hit("device.after_send");
         let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_REPLY_BYTES)
-            .read_to_vec()
-            .map_err(|e| describe(&e))?;
+        // Read by hand so a cut reply still tells how much of it arrived.
+        let mut reader = resp.body_mut().with_config().limit(MAX_REPLY_BYTES).reader();
+        let mut body = Vec::new();
+        let mut buf = [0u8; 8192];
+        // Bounded by the reply: every turn reads at least one byte or ends.
+        loop {
+            match std::io::Read::read(&mut reader, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    self.partial = body.len() as u64;
+                    return Err(describe(&ureq::Error::Io(e)));
+                }
+            }
+        }
         Ok(Reply { status, body })
+    }
+
+    fn partial_reply_bytes(&self) -> u64 {
+        self.partial
+    }
+
+    fn fresh_connections(&mut self, fresh: bool) {
+        self.fresh = fresh;
     }
 }
 

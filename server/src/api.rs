@@ -129,6 +129,7 @@ pub fn app_with_options(store: SharedStore, options: Options) -> Router {
     Router::new()
         .route(protocol::ENROLL_PATH, post(enroll))
         .route(protocol::SYNC_PATH, post(sync))
+        .route(protocol::COMPACT_SYNC_PATH, post(sync_compact))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
@@ -413,6 +414,15 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    sync_with(st, headers, body, false).await
+}
+
+/// `POST /`: the same exchange with compact bodies (docs/PROTOCOL.md).
+async fn sync_compact(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    sync_with(st, headers, body, true).await
+}
+
+async fn sync_with(st: AppState, headers: HeaderMap, body: Bytes, compact: bool) -> Result<Response, ApiError> {
     let Some(token) = bearer(&headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -440,7 +450,8 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         if device.revoked_at.is_some() {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "device_revoked", "this device has been revoked by an administrator; its unsent data stays on the device"));
         }
-        let req = SyncRequest::decode(&body).map_err(|e| match e {
+        let req = if compact { SyncRequest::decode_compact(&body) } else { SyncRequest::decode(&body) };
+        let req = req.map_err(|e| match e {
             DecodeError::Version(_) => ApiError::new(StatusCode::BAD_REQUEST, "unsupported_version", e.to_string()),
             _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
         })?;
@@ -456,7 +467,7 @@ async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
             let mut counting = CountingTx { inner: tx, marks: 0 };
             let response = process(&mut counting, &peer, &req)?;
             marks = counting.marks;
-            let out = response.encode();
+            let out = if compact { response.encode_compact() } else { response.encode() };
             // The device's page figures and cursor in the same transaction: one commit.
             tx.record_contact(&Contact {
                 device_id: &device.id,
@@ -524,6 +535,12 @@ impl DocTx for CountingTx<'_> {
     }
     fn max_seq(&mut self) -> StoreResult<i64> {
         self.inner.max_seq()
+    }
+    fn change_log(&mut self, units: &[String], after: i64, upto: i64) -> StoreResult<Vec<(i64, String, [u8; 32])>> {
+        self.inner.change_log(units, after, upto)
+    }
+    fn first_change_seq(&mut self, doc: &str) -> StoreResult<Option<i64>> {
+        self.inner.first_change_seq(doc)
     }
     // Every method with a default body is forwarded too, or the backend's own would be
     // silently replaced by the default.

@@ -36,8 +36,7 @@ use sync_core::report::{CourseRows, EvaluationRow, MarkInput, SessionRow, Traine
 
 use crate::store::{
     AccountRow, CadreFacts, CertificateRow, Contact, CourseListRow, DeviceRow, DocTx, MarkCounts, PeriodCourse,
-    PeriodTrainee, Projection,
-    RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
+    PeriodTrainee, Projection, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
 };
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -567,6 +566,32 @@ impl DocTx for PgTx<'_> {
         }
         self.number_pending()?;
         Ok(self.tx.query_one("SELECT value FROM seq_counter", &[])?.get(0))
+    }
+
+    fn change_log(&mut self, units: &[String], after: i64, upto: i64) -> StoreResult<Vec<(i64, String, [u8; 32])>> {
+        let rows = self.tx.query(
+            "SELECT c.seq, c.doc_id, c.hash FROM docs d JOIN changes c ON c.doc_id = d.doc_id
+             WHERE d.unit = ANY($1) AND d.updated_seq > $2 AND c.seq > $2 AND c.seq <= $3
+             ORDER BY c.seq",
+            &[&units, &after, &upto],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: i64 = row.get(0);
+            let hash: [u8; 32] = row
+                .get::<_, &[u8]>(2)
+                .try_into()
+                .map_err(|_| StoreError::Other(format!("change {seq} has a hash that is not 32 bytes")))?;
+            out.push((seq, row.get(1), hash));
+        }
+        Ok(out)
+    }
+
+    fn first_change_seq(&mut self, doc: &str) -> StoreResult<Option<i64>> {
+        Ok(self
+            .tx
+            .query_one("SELECT MIN(seq) FROM changes WHERE doc_id = $1", &[&doc])?
+            .get(0))
     }
 }
 

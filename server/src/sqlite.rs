@@ -650,6 +650,34 @@ impl DocTx for SqliteTx<'_> {
             .conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?)
     }
+
+    fn change_log(&mut self, units: &[String], after: i64, upto: i64) -> StoreResult<Vec<(i64, String, [u8; 32])>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.seq, c.doc_id, c.hash FROM docs d JOIN changes c ON c.doc_id = d.doc_id
+             WHERE d.unit = ?1 AND d.updated_seq > ?2 AND c.seq > ?2 AND c.seq <= ?3",
+        )?;
+        let mut out = Vec::new();
+        for unit in units {
+            let rows = stmt.query_map(params![unit, after, upto], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?))
+            })?;
+            for row in rows {
+                let (seq, doc, hash) = row?;
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| StoreError::Other(format!("change {seq} has a hash that is not 32 bytes")))?;
+                out.push((seq, doc, hash));
+            }
+        }
+        out.sort_by_key(|(seq, _, _)| *seq);
+        Ok(out)
+    }
+
+    fn first_change_seq(&mut self, doc: &str) -> StoreResult<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT MIN(seq) FROM changes WHERE doc_id = ?1", [doc], |r| r.get(0))?)
+    }
 }
 
 impl Store for SqliteStore {

@@ -246,6 +246,12 @@ pub trait DocTx {
     /// The raw changes of a document logged after `cursor`, in order.
     fn changes_since(&mut self, id: &str, cursor: i64) -> StoreResult<Vec<u8>>;
     fn max_seq(&mut self) -> StoreResult<i64>;
+    /// The changes of the documents of these units logged after `after` and up to `upto`:
+    /// (sequence, doc id, hash), in sequence order. Where a response may cut a document
+    /// too large for it (`sync::updates_since`).
+    fn change_log(&mut self, units: &[String], after: i64, upto: i64) -> StoreResult<Vec<(i64, String, [u8; 32])>>;
+    /// The sequence number of a document's first logged change.
+    fn first_change_seq(&mut self, doc: &str) -> StoreResult<Option<i64>>;
 }
 
 pub trait Store: Send + Sync + 'static {

@@ -104,8 +104,19 @@ pub fn process(tx: &mut dyn DocTx, peer: &Peer, req: &SyncRequest) -> StoreResul
 }
 
 /// Everything in the scope of `unit` that changed after `cursor`, oldest first, within
-/// `budget` bytes (at least one document), skipping documents in `sent` (answered
-/// already). Returns the updates, the new cursor and whether more wait.
+/// `budget` bytes, skipping documents in `sent` (answered already). Returns the updates,
+/// the new cursor and whether more wait.
+///
+/// The new cursor C promises that the device now holds every change in its scope logged
+/// up to C. Whole documents go first, oldest update first, while they fit; C is then the
+/// last one's update, but never past the first change after the cursor of a document
+/// left out (its changes may be older than the last included document's). When not even
+/// that moves the cursor (the next document in sequence order is larger than the
+/// budget), the response is a piece of that one document: a bundle of its next changes
+/// in sequence order (a causal prefix: the server logs a document's changes after their
+/// dependencies), up to the budget, with empty heads (the device derives them), and C
+/// is the piece's last change. Changes are logged once and numbered in commit order, so
+/// a piece cut at a sequence number is exact whatever other devices write meanwhile.
 pub fn updates_since(
     tx: &mut dyn DocTx,
     unit: &UnitKey,
@@ -113,42 +124,109 @@ pub fn updates_since(
     sent: &[String],
     budget: usize,
 ) -> StoreResult<(Vec<DocUpdate>, u64, bool)> {
+    let units = scope_units(unit);
+    let changed = tx.changed_since(&units, cursor)?;
     let mut updates = Vec::new();
-    let mut budget = budget;
+    let mut left = budget;
     let mut new_cursor = cursor;
-    let mut more = false;
-    for (doc, created, updated) in tx.changed_since(&scope_units(unit), cursor)? {
-        if sent.contains(&doc) {
-            new_cursor = new_cursor.max(updated);
+    let mut cut = false;
+    // Documents that cannot be sent (an id that does not parse, or gone): passed over.
+    let mut skipped: Vec<&str> = Vec::new();
+    for (doc, created, updated) in &changed {
+        if sent.contains(doc) {
+            new_cursor = new_cursor.max(*updated);
             continue;
         }
-        let Ok(id) = doc.parse::<DocId>() else { continue };
-        let Some(stored) = tx.load(&id)? else { continue };
-        // A document the device has never had comes whole (compact); one it has comes
-        // as the changes logged after its cursor.
-        let data = if created > cursor {
+        let Ok(id) = doc.parse::<DocId>() else {
+            skipped.push(doc);
+            continue;
+        };
+        let Some(stored) = tx.load(&id)? else {
+            skipped.push(doc);
+            continue;
+        };
+        // A document the device has none of comes whole (compact); one it has comes as
+        // the changes logged after its cursor.
+        let new = *created > cursor && tx.first_change_seq(doc)?.is_none_or(|first| first > cursor);
+        let data = if new {
             stored.snapshot
         } else {
-            tx.changes_since(&doc, cursor)?
+            tx.changes_since(doc, cursor)?
         };
-        if !updates.is_empty() && data.len() > budget {
-            more = true;
+        if data.len() > left {
+            cut = true;
             break;
         }
-        budget = budget.saturating_sub(data.len());
+        left -= data.len();
         updates.push(DocUpdate {
-            doc,
+            doc: doc.clone(),
             heads: hashes_to_wire(&stored.doc.get_heads()),
             data,
         });
-        new_cursor = new_cursor.max(updated);
+        new_cursor = new_cursor.max(*updated);
     }
-    if !more {
+    let upto = tx.max_seq()?;
+    if !cut {
         // Nothing in scope is newer: jump to the global sequence so the next request
         // starts from here.
-        new_cursor = new_cursor.max(tx.max_seq()?);
+        return Ok((updates, new_cursor.max(upto).max(0) as u64, false));
     }
-    Ok((updates, new_cursor.max(0) as u64, more))
+    let log = tx.change_log(&units, cursor, upto)?;
+    let answered = |doc: &str| sent.iter().any(|s| s == doc) || skipped.contains(&doc);
+    let included = |doc: &str| answered(doc) || updates.iter().any(|u| u.doc == doc);
+    if let Some((first_left, _, _)) = log.iter().find(|(_, doc, _)| !included(doc)) {
+        let limit = new_cursor.min(first_left - 1);
+        if limit > cursor {
+            return Ok((updates, limit as u64, true));
+        }
+    } else {
+        // Every document left out has no change in the log (it does not parse, or went).
+        return Ok((updates, new_cursor.max(upto).max(0) as u64, false));
+    }
+    // A piece of the document of the first change after the cursor: its changes up to
+    // the first change of another document (answered ones aside), within the budget.
+    let Some((_, first, _)) = log.iter().find(|(_, doc, _)| !answered(doc)) else {
+        return Ok((Vec::new(), upto.max(cursor).max(0) as u64, false));
+    };
+    let first = first.clone();
+    let run: Vec<(i64, automerge::ChangeHash)> = log
+        .iter()
+        .take_while(|(_, doc, _)| *doc == first || answered(doc))
+        .filter(|(_, doc, _)| *doc == first)
+        .map(|(seq, _, hash)| (*seq, ChangeHash(*hash)))
+        .collect();
+    let id: DocId = first
+        .parse()
+        .map_err(|_| crate::store::StoreError::Other(format!("logged document {first} has a bad id")))?;
+    let stored = tx
+        .load(&id)?
+        .ok_or_else(|| crate::store::StoreError::Other(format!("logged document {first} is not stored")))?;
+    let hashes: Vec<ChangeHash> = run.iter().map(|(_, h)| *h).collect();
+    let (n, data) = sync_core::protocol::fitting_prefix(&stored.doc, &hashes, budget)
+        .ok_or_else(|| crate::store::StoreError::Other(format!("document {first} cannot be bundled")))?;
+    let piece_end = run[n - 1].0;
+    let updated = changed
+        .iter()
+        .find(|(d, _, _)| *d == first)
+        .map(|(_, _, u)| *u)
+        .unwrap_or(upto);
+    // The whole document up to now: its heads; else empty (the device derives them).
+    let heads = if piece_end >= updated {
+        hashes_to_wire(&stored.doc.get_heads())
+    } else {
+        Vec::new()
+    };
+    let more = log.iter().any(|(seq, doc, _)| *seq > piece_end && !answered(doc));
+    let cursor = if more { piece_end } else { piece_end.max(upto) };
+    Ok((
+        vec![DocUpdate {
+            doc: first,
+            heads,
+            data,
+        }],
+        cursor.max(0) as u64,
+        more,
+    ))
 }
 
 fn in_scope(peer: &Peer, id: &DocId) -> bool {

@@ -37,6 +37,13 @@ pub const BATCH_BYTES: usize = 256 * 1024;
 pub const RESPONSE_BYTES: u32 = 512 * 1024;
 /// A sync that needs more exchanges than this stops and says so (bounded loop).
 pub const MAX_ROUNDS: usize = 10_000;
+/// The least a link's byte budget falls to after cuts (see [`Device::link_budget`]).
+pub const LINK_FLOOR: usize = 1024;
+/// Bytes of an exchange that are not document data: HTTP headers, framing, the other
+/// fields. A budget of N bytes carries N less this of document data.
+const EXCHANGE_OVERHEAD: usize = 256;
+/// Document data per exchange never falls below this, whatever the budget.
+const MIN_DATA: usize = 512;
 
 fn now_millis() -> i64 {
     SystemTime::now()
@@ -944,8 +951,9 @@ impl Device {
     }
 
     /// Exchanges everything with the server: pushes every document with local changes
-    /// in batches of about [`BATCH_BYTES`], pulls what changed since the cursor, and
-    /// repeats until both sides are even. Each exchange is committed locally before the
+    /// in batches of about [`BATCH_BYTES`] (or the link's budget, [`Device::link_budget`]),
+    /// pulls what changed since the cursor, and repeats until both sides are even. An
+    /// exchange that gets no answer shrinks the budget and is rebuilt within it. Each exchange is committed locally before the
     /// next starts, so a cut loses at most the exchange in flight. `progress` is called
     /// after every exchange; returning false cancels the sync there (the store stays
     /// consistent and the next sync goes on from that point).
@@ -958,10 +966,22 @@ impl Device {
         let token = self.meta("token")?.ok_or(Error::NotEnrolled)?;
         let mut stats = SyncStats::default();
         let mut refused_now: HashSet<String> = HashSet::new();
+        // Documents counted in the stats: a document in pieces counts once.
+        let mut counted = Counted::default();
+        let mut cut = false;
+        // The largest exchange that went through, in bytes: the budget grows only when a
+        // sync showed the link carries about that much.
+        let mut largest = 0usize;
+        // Failed exchanges in a row; a success starts the count again.
+        let mut failures = 0u32;
+        if self.link_budget()?.is_some() {
+            transport.fresh_connections(true);
+        }
         let result = (|| {
             for round in 0..MAX_ROUNDS {
                 let cursor: u64 = self.meta("cursor")?.and_then(|c| c.parse().ok()).unwrap_or(0);
-                let pushes = self.collect_pushes(&refused_now)?;
+                let (request_bytes, response_bytes) = self.exchange_budgets()?;
+                let pushes = self.pushes(&refused_now, request_bytes, true)?;
                 // The version goes once per server, the budget only when it is not the
                 // default: a one-mark exchange is counted in bytes (BENCHMARKS.md).
                 let told = self.meta("told_app_version")?;
@@ -974,25 +994,63 @@ impl Device {
                     } else {
                         APP_VERSION.to_string()
                     },
-                    max_response_bytes: if self.response_bytes == RESPONSE_BYTES {
+                    max_response_bytes: if response_bytes == RESPONSE_BYTES {
                         0
                     } else {
-                        self.response_bytes
+                        response_bytes
                     },
                 };
-                let body = req.encode();
+                // Compact bodies on `/` unless this server was found not to speak them.
+                let path = self
+                    .meta("sync_path")?
+                    .unwrap_or_else(|| protocol::COMPACT_SYNC_PATH.to_string());
+                let compact = path == protocol::COMPACT_SYNC_PATH;
+                let body = if compact { req.encode_compact() } else { req.encode() };
+                let sent = body.len();
                 stats.requests += 1;
-                stats.bytes_up += body.len() as u64;
-                stats.changes_sent += pushes.iter().map(|(_, n)| *n as u64).sum::<u64>();
-                let reply = self.post_with_retry(transport, &token, body, &mut stats)?;
+                stats.bytes_up += sent as u64;
+                let reply = match transport.post(&path, protocol::CONTENT_TYPE, Some(&token), body) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        // Nothing came back: the link is down or cut this exchange. Every
+                        // exchange is idempotent; the next one is rebuilt within a smaller
+                        // budget, so an exchange the link cannot carry is not repeated as is.
+                        if failures >= self.retry.retries {
+                            return Err(Error::Offline(e));
+                        }
+                        failures += 1;
+                        stats.retries += 1;
+                        cut = true;
+                        let got = transport.partial_reply_bytes();
+                        stats.bytes_down += got;
+                        self.shrink_link_budget(sent.max(pushes_size(&pushes)), got as usize)?;
+                        transport.fresh_connections(true);
+                        (self.retry.sleep)(self.retry.delay(failures));
+                        continue;
+                    }
+                };
+                failures = 0;
                 stats.bytes_down += reply.body.len() as u64;
+                largest = largest.max(sent).max(reply.body.len());
+                if compact && matches!(reply.status, 404 | 405) {
+                    // A server from before compact bodies: the full path from now on
+                    // (once: the next round reads it back).
+                    store::set_meta(&self.conn, "sync_path", protocol::SYNC_PATH)?;
+                    continue;
+                }
+                stats.changes_sent += pushes.iter().map(|(_, n)| *n as u64).sum::<u64>();
                 if reply.status != 200 {
                     return Err(error_from_reply(&reply));
                 }
-                let resp = SyncResponse::decode(&reply.body).map_err(|e| Error::Wire(e.to_string()))?;
+                let resp = if compact {
+                    SyncResponse::decode_compact(&reply.body)
+                } else {
+                    SyncResponse::decode(&reply.body)
+                };
+                let resp = resp.map_err(|e| Error::Wire(e.to_string()))?;
                 crate::failpoint::hit("device.after_reply");
                 let more = resp.more;
-                self.apply_response(&req, resp, &mut stats, &mut refused_now)?;
+                self.apply_response(&req, resp, &mut stats, &mut refused_now, &mut counted)?;
                 if !req.app_version.is_empty() {
                     store::set_meta(&self.conn, "told_app_version", &req.app_version)?;
                 }
@@ -1013,6 +1071,9 @@ impl Device {
         })();
         stats.seconds = started.elapsed().as_secs_f64();
         let ok = result.is_ok();
+        if ok && !cut {
+            self.grow_link_budget(largest)?;
+        }
         self.conn.execute(
             "INSERT INTO sync_log (at, ok, requests, bytes_up, bytes_down, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -1029,29 +1090,77 @@ impl Device {
         Ok(stats)
     }
 
-    /// Sends one exchange, retrying with backoff while nothing comes back. An answer,
-    /// even an error status, ends the retries: the server has spoken.
-    fn post_with_retry(
-        &self,
-        transport: &mut dyn Transport,
-        token: &str,
-        body: Vec<u8>,
-        stats: &mut SyncStats,
-    ) -> Result<protocol::Reply> {
-        let mut attempt = 0;
-        loop {
-            match transport.post(protocol::SYNC_PATH, protocol::CONTENT_TYPE, Some(token), body.clone()) {
-                Ok(reply) => return Ok(reply),
-                Err(e) if attempt >= self.retry.retries => return Err(Error::Offline(e)),
-                Err(_) => {
-                    attempt += 1;
-                    stats.retries += 1;
-                    (self.retry.sleep)(self.retry.delay(attempt));
-                    stats.bytes_up += body.len() as u64;
-                    stats.requests += 1;
-                }
+    /// The byte budget of one exchange this device learnt for its link: `None` until a
+    /// sync was cut (the defaults, [`BATCH_BYTES`] and [`RESPONSE_BYTES`], apply). Kept in
+    /// the store (`meta.link_budget`), so a device that restarts on the same bad link
+    /// does not learn it again.
+    pub fn link_budget(&self) -> Result<Option<usize>> {
+        Ok(self.meta("link_budget")?.and_then(|b| b.parse().ok()))
+    }
+
+    /// Sets (or, `None`, forgets) the link's byte budget: an app that knows the device
+    /// moved to a better network, or a benchmark that starts from a learnt budget.
+    pub fn set_link_budget(&mut self, budget: Option<usize>) -> Result<()> {
+        match budget {
+            Some(b) => store::set_meta(&self.conn, "link_budget", &b.max(LINK_FLOOR).to_string()),
+            None => {
+                self.conn.execute("DELETE FROM meta WHERE key = 'link_budget'", [])?;
+                Ok(())
             }
         }
+    }
+
+    /// Document data for the next request and the next response.
+    fn exchange_budgets(&self) -> Result<(usize, u32)> {
+        Ok(match self.link_budget()? {
+            None => (self.batch_bytes, self.response_bytes),
+            Some(b) => {
+                let data = b.saturating_sub(EXCHANGE_OVERHEAD).max(MIN_DATA);
+                (
+                    data.min(self.batch_bytes),
+                    u32::try_from(data).unwrap_or(u32::MAX).min(self.response_bytes),
+                )
+            }
+        })
+    }
+
+    /// After an exchange got no answer. A reply cut after `received` bytes measured the
+    /// link: that much gets through, and the budget becomes 7/8 of it. A request that got
+    /// no answer measured nothing: the budget becomes half of what it tried to send. Never
+    /// more than the budget was, never under [`LINK_FLOOR`]; unchanged when the exchange
+    /// was too small to have failed for its size (the link is down, not short).
+    fn shrink_link_budget(&self, sent: usize, received: usize) -> Result<()> {
+        let (request, response) = self.exchange_budgets()?;
+        let learnt = self.link_budget()?;
+        let current = learnt.unwrap_or(usize::MAX);
+        let next = if received > 0 {
+            (received / 8 * 7).min(current / 8 * 7)
+        } else {
+            let tried = sent.min(request.max(response as usize) + EXCHANGE_OVERHEAD);
+            if learnt.is_none() && tried < 2 * LINK_FLOOR {
+                return Ok(());
+            }
+            (tried / 2).min(current / 2)
+        };
+        let next = next.max(LINK_FLOOR);
+        store::set_meta(&self.conn, "link_budget", &next.to_string())
+    }
+
+    /// After a sync that went through without a cut and moved an exchange of at least
+    /// half the budget (`largest` bytes): twice the budget, and the defaults again once it
+    /// reaches them. Small syncs (one more mark) prove nothing and leave it.
+    fn grow_link_budget(&self, largest: usize) -> Result<()> {
+        let Some(b) = self.link_budget()? else { return Ok(()) };
+        if largest < b / 2 {
+            return Ok(());
+        }
+        let next = b.saturating_mul(2);
+        if next >= self.batch_bytes {
+            self.conn.execute("DELETE FROM meta WHERE key = 'link_budget'", [])?;
+        } else {
+            store::set_meta(&self.conn, "link_budget", &next.to_string())?;
+        }
+        Ok(())
     }
 
     fn dirty_docs(&self, skip: &HashSet<String>) -> Result<Vec<DirtyDoc>> {
@@ -1067,13 +1176,10 @@ impl Device {
         Ok(rows.into_iter().filter(|(d, _, _)| !skip.contains(d)).collect())
     }
 
-    /// The documents to push in the next request, up to [`BATCH_BYTES`] of data.
-    fn collect_pushes(&mut self, skip: &HashSet<String>) -> Result<Vec<(DocPush, usize)>> {
-        self.pushes(skip, self.batch_bytes, true)
-    }
-
-    /// Pushes for dirty documents, up to `budget` bytes of data (at least one). With
-    /// `probe`, a document unchanged since it went out in a bundle is sent as a probe.
+    /// Pushes for dirty documents, up to `budget` bytes of data. A document larger than
+    /// what is left goes as a bundle of a causal prefix of its unsent changes (at least one
+    /// change) and ends the request. With `probe`, a document unchanged since it went out
+    /// in a bundle file is sent as a probe.
     fn pushes(&mut self, skip: &HashSet<String>, budget: usize, probe: bool) -> Result<Vec<(DocPush, usize)>> {
         let mut out = Vec::new();
         let mut size = 0usize;
@@ -1100,34 +1206,51 @@ impl Device {
                 continue;
             }
             let knows_base = base.iter().all(|h| doc.get_change_by_hash(h).is_some());
-            let (base, data, n) = if base.is_empty() || !knows_base {
+            let room = budget.saturating_sub(size);
+            let (push_base, data, n) = if base.is_empty() || !knows_base {
                 (Vec::new(), doc.save(), doc.get_changes(&[]).len())
             } else {
                 let changes = doc.get_changes(&base);
-                let mut data = Vec::new();
-                let mut deps = HashSet::new();
-                for c in &changes {
-                    data.extend_from_slice(c.raw_bytes());
-                    deps.extend(c.deps().iter().copied());
-                }
-                // The server reads the base hashes the changes depend on from the
-                // changes themselves: send only the others.
-                let base: Vec<ChangeHash> = base.into_iter().filter(|h| !deps.contains(h)).collect();
-                (base, data, changes.len())
+                let data: Vec<u8> = changes.iter().flat_map(|c| c.raw_bytes().iter().copied()).collect();
+                (less_deps(&base, &changes), data, changes.len())
             };
-            if !out.is_empty() && size + data.len() > budget {
+            if data.len() <= room {
+                size += data.len();
+                out.push((
+                    DocPush {
+                        doc: key,
+                        base: hashes_to_wire(&push_base),
+                        heads: Vec::new(),
+                        data,
+                    },
+                    n,
+                ));
+                continue;
+            }
+            // Too large for what is left of this request. Half a request or less left:
+            // the next request starts with it.
+            if !out.is_empty() && room < budget / 2 {
                 break;
             }
-            size += data.len();
+            // A causal prefix of what the server lacks, as one compact bundle within
+            // the room; the server accepts it (its dependencies are the server's), and the
+            // rest goes in the next requests. Later documents wait for this one: a course
+            // is through before its attendance is sent.
+            let from = if knows_base { base } else { Vec::new() };
+            let changes = causal_order(doc.get_changes(&from));
+            let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+            let (n, data) = protocol::fitting_prefix(&doc, &hashes, room)
+                .ok_or_else(|| Error::Wire(format!("document {key} cannot be bundled")))?;
             out.push((
                 DocPush {
                     doc: key,
-                    base: hashes_to_wire(&base),
+                    base: hashes_to_wire(&less_deps(&from, &changes[..n])),
                     heads: Vec::new(),
                     data,
                 },
                 n,
             ));
+            break;
         }
         Ok(out)
     }
@@ -1198,7 +1321,7 @@ impl Device {
             max_response_bytes: 0,
         };
         let mut stats = SyncStats::default();
-        self.apply_response(&empty, resp, &mut stats, &mut HashSet::new())?;
+        self.apply_response(&empty, resp, &mut stats, &mut HashSet::new(), &mut Counted::default())?;
         Ok(BundleSummary {
             docs,
             changes: 0,
@@ -1213,6 +1336,7 @@ impl Device {
         resp: SyncResponse,
         stats: &mut SyncStats,
         refused_now: &mut HashSet<String>,
+        counted: &mut Counted,
     ) -> Result<()> {
         let actor = self.actor.clone();
         let now_ms = self.now_ms();
@@ -1232,11 +1356,22 @@ impl Device {
             let server_heads = hashes_from_wire(&result.heads);
             match result.outcome {
                 Outcome::Accepted => {
-                    stats.docs_sent += 1;
-                    // Empty heads: the server has exactly what the device has after
-                    // merging `data`.
-                    let heads = (!server_heads.is_empty()).then_some(&server_heads[..]);
-                    merge_into(&tx, &id, &actor, &result.data, heads)?;
+                    if counted.sent.insert(push.doc.clone()) {
+                        stats.docs_sent += 1;
+                    }
+                    // Empty heads: the server has what was pushed and what it sent back
+                    // (`data`, the changes after the pushed heads). Not "everything the
+                    // device has": a push may be a prefix of the device's changes.
+                    let heads = if server_heads.is_empty() {
+                        let pushed = protocol::pushed_heads(&push.base, &push.data)
+                            .ok_or_else(|| Error::Wire(format!("the changes of {} do not parse", push.doc)))?;
+                        let after = protocol::pushed_heads(&pushed, &result.data)
+                            .ok_or_else(|| Error::Wire(format!("the server's changes of {} do not parse", push.doc)))?;
+                        hashes_from_wire(&after)
+                    } else {
+                        server_heads
+                    };
+                    merge_into(&tx, &id, &actor, &result.data, Some(&heads))?;
                 }
                 Outcome::Missing => {
                     // The bundle has not arrived: send the data in the next exchange.
@@ -1263,8 +1398,25 @@ impl Device {
         updates.sort_by_key(|u| u.doc.parse::<DocId>().map(|d| d.kind).unwrap_or(DocKind::Attendance));
         for update in updates {
             let id: DocId = update.doc.parse()?;
-            stats.docs_received += 1;
-            merge_into(&tx, &id, &actor, &update.data, Some(&hashes_from_wire(&update.heads)))?;
+            if counted.received.insert(update.doc.clone()) {
+                stats.docs_received += 1;
+            }
+            // Empty heads: a piece of the document (the rest comes in the next responses);
+            // the server then has what the device knew it had plus the piece.
+            let heads = if update.heads.is_empty() {
+                let known: Option<Vec<u8>> = tx
+                    .query_row("SELECT server_heads FROM docs WHERE doc_id = ?1", [&update.doc], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                let known = hashes_to_wire(&heads_from_blob(&known.unwrap_or_default()));
+                let after = protocol::pushed_heads(&known, &update.data)
+                    .ok_or_else(|| Error::Wire(format!("the server's piece of {} does not parse", update.doc)))?;
+                hashes_from_wire(&after)
+            } else {
+                hashes_from_wire(&update.heads)
+            };
+            merge_into(&tx, &id, &actor, &update.data, Some(&heads))?;
         }
         // A bundle may be older than what the device already has: never move back.
         let current: u64 = store::get_meta(&tx, "cursor")?
@@ -1275,6 +1427,58 @@ impl Device {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The server heads a push builds on, less those its changes name as dependencies (the
+/// server reads those from the changes).
+fn less_deps(base: &[ChangeHash], changes: &[automerge::Change]) -> Vec<ChangeHash> {
+    let deps: HashSet<ChangeHash> = changes.iter().flat_map(|c| c.deps().iter().copied()).collect();
+    base.iter().filter(|h| !deps.contains(h)).copied().collect()
+}
+
+/// Bytes of document data in a request's pushes.
+fn pushes_size(pushes: &[(DocPush, usize)]) -> usize {
+    pushes.iter().map(|(p, _)| p.data.len()).sum()
+}
+
+/// `changes` with every change after the changes of the set it depends on (automerge
+/// returns them so already; a prefix is sent on its own, so this is made certain). Stable:
+/// among changes that are ready, the original order.
+fn causal_order(changes: Vec<automerge::Change>) -> Vec<automerge::Change> {
+    let index: std::collections::HashMap<ChangeHash, usize> =
+        changes.iter().enumerate().map(|(i, c)| (c.hash(), i)).collect();
+    let mut waiting: Vec<usize> = changes
+        .iter()
+        .map(|c| c.deps().iter().filter(|d| index.contains_key(d)).count())
+        .collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); changes.len()];
+    for (i, c) in changes.iter().enumerate() {
+        for d in c.deps() {
+            if let Some(&j) = index.get(d) {
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..changes.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut order = Vec::with_capacity(changes.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &k in &dependents[i] {
+            waiting[k] -= 1;
+            if waiting[k] == 0 {
+                ready.insert(k);
+            }
+        }
+    }
+    let mut slots: Vec<Option<automerge::Change>> = changes.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// The documents one sync has counted as sent and received.
+#[derive(Default)]
+struct Counted {
+    sent: HashSet<String>,
+    received: HashSet<String>,
 }
 
 /// A document with unsent changes: (id, server heads, heads last put in a bundle).
@@ -1311,7 +1515,13 @@ fn merge_into(
     doc.set_actor(actor.clone());
     if !data.is_empty() {
         doc.load_incremental(data)?;
-        store::append_chunk(tx, id, &doc, data)?;
+        if protocol::has_bundle(data) {
+            // Bundles are automerge's experimental format: the store keeps documents
+            // only in the stable saved form.
+            store::replace_doc(tx, id, &doc)?;
+        } else {
+            store::append_chunk(tx, id, &doc, data)?;
+        }
         project_doc_lenient(tx, id, &doc)?;
     } else {
         store::ensure_doc(tx, id)?;
@@ -1319,7 +1529,13 @@ fn merge_into(
     let local = doc.get_heads();
     let server_heads = server_heads.unwrap_or(&local);
     let has_server = server_heads.iter().all(|h| doc.get_change_by_hash(h).is_some());
-    let known = if has_server { server_heads.to_vec() } else { Vec::new() };
+    let known = match server_heads {
+        _ if !has_server => Vec::new(),
+        // Derived heads may name a change and one of its ancestors (a piece that repeats
+        // changes the device had): keep the frontier only.
+        [_, _, ..] => doc.fork_at(server_heads)?.get_heads(),
+        _ => server_heads.to_vec(),
+    };
     let pending = doc.get_changes(&known).len() as i64;
     let dirty = sorted(&local) != sorted(&known);
     tx.execute(
@@ -1352,9 +1568,29 @@ fn rebuild_after_refusal(
 ) -> Result<RefusedEntry> {
     let local = store::load_doc(tx, id)?.unwrap_or_default();
     let at = now_ms.div_euclid(1000);
+    // Everything the server was not known to have, not only what this push carried (a
+    // push may be a prefix), as plain changes.
+    let known: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT server_heads FROM docs WHERE doc_id = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let known = heads_from_blob(&known.unwrap_or_default());
+    let unsent = if known.iter().all(|h| local.get_change_by_hash(h).is_some()) {
+        local.save_after(&known)
+    } else {
+        local.save_after(&[])
+    };
+    let changes = if unsent.is_empty() {
+        protocol::raw_changes(&push.data).unwrap_or_else(|| push.data.clone())
+    } else {
+        unsent
+    };
     tx.execute(
         "INSERT INTO refused (doc_id, reason, at, changes, keys) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id.to_string(), reason, at, push.data, keys.join(" ")],
+        params![id.to_string(), reason, at, changes, keys.join(" ")],
     )?;
     let mut rebuilt = if server_data.is_empty() {
         Automerge::new()

@@ -14,18 +14,27 @@ use crate::bundle::{self, BundleError};
 use crate::docs::{self, DocId};
 use crate::protocol::{DecodeError, EnrollRequest, SyncRequest, SyncResponse};
 
-/// A sync request body, as `POST /v1/sync` reads it before anything else.
+/// A sync request body, as `POST /v1/sync` reads it before anything else, and as
+/// `POST /` reads a compact one.
 pub fn sync_request(data: &[u8]) {
     match SyncRequest::decode(data) {
         Ok(req) => assert_eq!(SyncRequest::decode(&req.encode()).as_ref(), Ok(&req)),
         Err(e) => assert_documented(&e),
     }
+    match SyncRequest::decode_compact(data) {
+        Ok(req) => assert_eq!(SyncRequest::decode_compact(&req.encode_compact()).as_ref(), Ok(&req)),
+        Err(e) => assert_documented(&e),
+    }
 }
 
-/// A sync response body, as a device reads it.
+/// A sync response body, as a device reads it (full and compact).
 pub fn sync_response(data: &[u8]) {
     match SyncResponse::decode(data) {
         Ok(resp) => assert_eq!(SyncResponse::decode(&resp.encode()).as_ref(), Ok(&resp)),
+        Err(e) => assert_documented(&e),
+    }
+    match SyncResponse::decode_compact(data) {
+        Ok(resp) => assert_eq!(SyncResponse::decode_compact(&resp.encode_compact()).as_ref(), Ok(&resp)),
         Err(e) => assert_documented(&e),
     }
 }

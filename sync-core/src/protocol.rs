@@ -23,6 +23,10 @@ use crate::error::{Error, Result};
 
 pub const PROTOCOL_VERSION: u8 = 2;
 pub const SYNC_PATH: &str = "/v1/sync";
+/// The same exchange with compact bodies ([`SyncRequest::encode_compact`]): a server
+/// that answers here speaks them too. Devices use it and fall back to [`SYNC_PATH`]
+/// when a server answers 404 or 405 (built before 2026-12-02).
+pub const COMPACT_SYNC_PATH: &str = "/";
 pub const ENROLL_PATH: &str = "/v1/enroll";
 pub const CONTENT_TYPE: &str = "application/x-diemdanh-sync";
 
@@ -32,6 +36,8 @@ const KIND_REQUEST: u8 = b'Q';
 const KIND_RESPONSE: u8 = b'R';
 /// Added to a kind (upper to lower case) when the message is not compressed.
 const PLAIN: u8 = 0x20;
+/// A compact body leaves out at most this many trailing zero bytes of a plain message.
+const MAX_ELIDED: usize = 4;
 /// Refuse to inflate more than this: a 1 MiB body must not become 1 GiB in memory.
 pub const MAX_DECODED_BYTES: usize = 64 * 1024 * 1024;
 
@@ -139,13 +145,19 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-fn encode<T: Serialize>(kind: u8, msg: &T) -> Vec<u8> {
+fn encode<T: Serialize>(kind: u8, msg: &T, compact: bool) -> Vec<u8> {
     // postcard cannot fail on these types (no maps, no unsized sequences).
-    let plain = postcard::to_stdvec(msg).unwrap_or_default();
+    let mut plain = postcard::to_stdvec(msg).unwrap_or_default();
     let packed = zstd::bulk::compress(&plain, 9).unwrap_or_default();
     let (kind, payload) = if !packed.is_empty() && packed.len() < plain.len() {
         (kind, packed)
     } else {
+        if compact {
+            // The trailing fields are most often zero (no more, no budget, no version):
+            // a compact plain body leaves their zero bytes out; `decode` puts them back.
+            let zeros = plain.iter().rev().take(MAX_ELIDED).take_while(|b| **b == 0).count();
+            plain.truncate(plain.len() - zeros);
+        }
         (kind | PLAIN, plain)
     };
     let mut out = Vec::with_capacity(payload.len() + HEADER);
@@ -168,7 +180,7 @@ pub enum DecodeError {
     Corrupt,
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8]) -> Result<T, DecodeError> {
+fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8], compact: bool) -> Result<T, DecodeError> {
     // A version-1 body starts with "DD": its version is at byte 3.
     if body.len() >= 4 && &body[..2] == b"DD" {
         return Err(DecodeError::Version(body[3]));
@@ -184,7 +196,23 @@ fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8]) -> Result<T, Deco
         if message.len() > MAX_DECODED_BYTES {
             return Err(DecodeError::Corrupt);
         }
-        return postcard::from_bytes(message).map_err(|_| DecodeError::Corrupt);
+        if let Ok(msg) = postcard::from_bytes(message) {
+            return Ok(msg);
+        }
+        if !compact {
+            return Err(DecodeError::Corrupt);
+        }
+        // A compact body: trailing zero bytes were left out. Fewer zeros than were left
+        // out leave the last fields missing (postcard fails), so the first that decodes
+        // is exact.
+        let mut padded = message.to_vec();
+        for extra in 1..=MAX_ELIDED {
+            padded.resize(message.len() + extra, 0);
+            if let Ok(msg) = postcard::from_bytes(&padded) {
+                return Ok(msg);
+            }
+        }
+        return Err(DecodeError::Corrupt);
     }
     let plain = zstd::bulk::decompress(message, MAX_DECODED_BYTES).map_err(|_| DecodeError::Corrupt)?;
     postcard::from_bytes(&plain).map_err(|_| DecodeError::Corrupt)
@@ -192,19 +220,36 @@ fn decode<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8]) -> Result<T, Deco
 
 impl SyncRequest {
     pub fn encode(&self) -> Vec<u8> {
-        encode(KIND_REQUEST, self)
+        encode(KIND_REQUEST, self, false)
+    }
+    /// For [`COMPACT_SYNC_PATH`]: a plain body without its trailing zero bytes.
+    pub fn encode_compact(&self) -> Vec<u8> {
+        encode(KIND_REQUEST, self, true)
     }
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        decode(KIND_REQUEST, body)
+        decode(KIND_REQUEST, body, false)
+    }
+    /// Decodes a body received on [`COMPACT_SYNC_PATH`] (full bodies too). Its length
+    /// comes from the HTTP framing: a body cut short by up to four bytes may decode.
+    pub fn decode_compact(body: &[u8]) -> Result<Self, DecodeError> {
+        decode(KIND_REQUEST, body, true)
     }
 }
 
 impl SyncResponse {
     pub fn encode(&self) -> Vec<u8> {
-        encode(KIND_RESPONSE, self)
+        encode(KIND_RESPONSE, self, false)
+    }
+    /// The answer on [`COMPACT_SYNC_PATH`]: a plain body without its trailing zero bytes.
+    pub fn encode_compact(&self) -> Vec<u8> {
+        encode(KIND_RESPONSE, self, true)
     }
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        decode(KIND_RESPONSE, body)
+        decode(KIND_RESPONSE, body, false)
+    }
+    /// Decodes the answer to a request sent to [`COMPACT_SYNC_PATH`].
+    pub fn decode_compact(body: &[u8]) -> Result<Self, DecodeError> {
+        decode(KIND_RESPONSE, body, true)
     }
 }
 
@@ -228,19 +273,11 @@ pub fn pushed_heads(base: &[Hash], data: &[u8]) -> Option<Vec<Hash>> {
         heads.extend(base.iter().filter(|h| !heads.contains(h)).copied().collect::<Vec<_>>());
         return Some(heads);
     }
-    let mut hashes = Vec::new();
-    let mut deps = std::collections::HashSet::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        let len = chunk_len(rest)?;
-        let change = automerge::Change::try_from(&rest[..len]).ok()?;
-        hashes.push(change.hash().0);
-        deps.extend(change.deps().iter().map(|h| h.0));
-        rest = &rest[len..];
-    }
+    let changes = changes_in(data)?;
+    let deps: std::collections::HashSet<Hash> = changes.iter().flat_map(|(_, d)| d.iter().copied()).collect();
     let mut heads: Vec<Hash> = base
         .iter()
-        .chain(hashes.iter())
+        .chain(changes.iter().map(|(h, _)| h))
         .filter(|h| !deps.contains(*h))
         .copied()
         .collect();
@@ -249,8 +286,108 @@ pub fn pushed_heads(base: &[Hash], data: &[u8]) -> Option<Vec<Hash>> {
     Some(heads)
 }
 
+/// The hash and dependencies of every change in `data`: concatenated change chunks and
+/// bundles (automerge's compact encoding of a set of changes, [`bundle_of`]). `None`:
+/// something does not parse.
+pub fn changes_in(data: &[u8]) -> Option<Vec<(Hash, Vec<Hash>)>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    // Bounded: every turn consumes at least a chunk header.
+    while !rest.is_empty() {
+        let len = chunk_len(rest)?;
+        let chunk = &rest[..len];
+        if chunk[8] == CHUNK_BUNDLE {
+            let bundle = automerge::Bundle::try_from(chunk).ok()?;
+            for c in bundle.to_changes().ok()? {
+                out.push((c.hash().0, c.deps().iter().map(|h| h.0).collect()));
+            }
+        } else {
+            let change = automerge::Change::try_from(chunk).ok()?;
+            out.push((change.hash().0, change.deps().iter().map(|h| h.0).collect()));
+        }
+        rest = &rest[len..];
+    }
+    Some(out)
+}
+
+/// `data` with every bundle in it expanded into plain change chunks (the stable storage
+/// form), for keeping; `None`: it does not parse.
+pub fn raw_changes(data: &[u8]) -> Option<Vec<u8>> {
+    if !has_bundle(data) {
+        return Some(data.to_vec());
+    }
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let len = chunk_len(rest)?;
+        let chunk = &rest[..len];
+        if chunk[8] == CHUNK_BUNDLE {
+            for c in automerge::Bundle::try_from(chunk).ok()?.to_changes().ok()? {
+                out.extend_from_slice(c.raw_bytes());
+            }
+        } else {
+            out.extend_from_slice(chunk);
+        }
+        rest = &rest[len..];
+    }
+    Some(out)
+}
+
+/// Whether `data` holds a bundle chunk (a piece of a document split across exchanges).
+pub fn has_bundle(data: &[u8]) -> bool {
+    let mut rest = data;
+    while let Some(len) = (rest.len() > 8).then(|| chunk_len(rest)).flatten() {
+        if rest[8] == CHUNK_BUNDLE {
+            return true;
+        }
+        rest = &rest[len..];
+    }
+    false
+}
+
+/// The changes `hashes` of `doc` as one automerge bundle: as compact as a saved document
+/// (columnar, compressed), but any subset of the history, loaded with
+/// `load_incremental` by a peer that has their dependencies. A document too large for
+/// one exchange travels as bundles of causal prefixes (docs/PROTOCOL.md, "Pieces").
+pub fn bundle_of(doc: &automerge::Automerge, hashes: &[automerge::ChangeHash]) -> Option<Vec<u8>> {
+    doc.bundle(hashes.iter().copied()).ok().map(|b| b.bytes().to_vec())
+}
+
+/// The longest prefix of `hashes` (at least one) whose bundle is at most `budget` bytes:
+/// (its length, its bytes). `hashes` must be in causal order (each change after its
+/// dependencies), so every prefix is loadable by a peer that has what precedes it.
+pub fn fitting_prefix(
+    doc: &automerge::Automerge,
+    hashes: &[automerge::ChangeHash],
+    budget: usize,
+) -> Option<(usize, Vec<u8>)> {
+    if hashes.is_empty() {
+        return None;
+    }
+    let whole = bundle_of(doc, hashes)?;
+    if whole.len() <= budget {
+        return Some((hashes.len(), whole));
+    }
+    // Bisection: a bundle grows with the changes it holds. At most log2(n) bundles.
+    let mut best = (1, bundle_of(doc, &hashes[..1])?);
+    let (mut lo, mut hi) = (2, hashes.len() - 1);
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        let bytes = bundle_of(doc, &hashes[..mid])?;
+        if bytes.len() <= budget {
+            best = (mid, bytes);
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Some(best)
+}
+
 /// The chunk type byte of a saved document in automerge's storage format.
 const CHUNK_DOCUMENT: u8 = 0;
+/// The chunk type byte of a bundle (a set of changes in the compact form).
+const CHUNK_BUNDLE: u8 = 3;
 
 /// The length of the automerge chunk at the start of `bytes`, header included.
 fn chunk_len(bytes: &[u8]) -> Option<usize> {
@@ -286,6 +423,18 @@ pub trait Transport {
         bearer: Option<&str>,
         body: Vec<u8>,
     ) -> std::result::Result<Reply, String>;
+
+    /// Bytes of the reply body that arrived before the last `post` failed (0 when not
+    /// known): how much a cut link let through, so the device's budget fits it at once.
+    fn partial_reply_bytes(&self) -> u64 {
+        0
+    }
+
+    /// `true`: open a connection for each exchange instead of reusing one. A device asks
+    /// for this on a link that has cut its connections: a fresh connection costs a
+    /// handshake but no payload bytes, and a link that drops connections after a number of
+    /// bytes drops a long-lived one in the middle of an exchange.
+    fn fresh_connections(&mut self, _fresh: bool) {}
 }
 
 /// Maps a non-2xx reply to the error a person can act on.
@@ -357,6 +506,90 @@ mod tests {
         // A plain body is still checked: truncated is corrupt, not a panic.
         assert_eq!(SyncResponse::decode(&bytes[..3]), Err(DecodeError::Corrupt));
         assert_eq!(SyncRequest::decode(&bytes), Err(DecodeError::NotSync));
+    }
+
+    #[test]
+    fn a_document_travels_as_bundles_of_causal_prefixes_and_loads_piece_by_piece() {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        for i in 0..40 {
+            for j in 0..20 {
+                doc.put(automerge::ROOT, format!("m/{i}/{j}"), format!("present {i} {j}"))
+                    .expect("put");
+            }
+            doc.commit();
+        }
+        let doc = doc.document().clone();
+        let hashes: Vec<_> = doc.get_changes(&[]).iter().map(|c| c.hash()).collect();
+        let budget = doc.save().len() / 4;
+        let mut receiver = automerge::Automerge::new();
+        let mut known: Vec<Hash> = Vec::new();
+        let mut at = 0;
+        let mut pieces = 0;
+        while at < hashes.len() {
+            let (n, bytes) = fitting_prefix(&doc, &hashes[at..], budget).expect("a piece");
+            assert!(
+                n >= 1 && (bytes.len() <= budget || n == 1),
+                "piece of {n}: {} B",
+                bytes.len()
+            );
+            assert!(has_bundle(&bytes));
+            known = pushed_heads(&known, &bytes).expect("the piece parses");
+            receiver.load_incremental(&bytes).expect("a prefix loads");
+            assert!(automerge::ReadDoc::get_missing_deps(&receiver, &[]).is_empty());
+            assert_eq!(known, {
+                let mut h = hashes_to_wire(&receiver.get_heads());
+                h.sort();
+                h
+            });
+            at += n;
+            pieces += 1;
+        }
+        assert!(pieces >= 4, "{pieces} pieces");
+        assert_eq!(receiver.get_heads(), doc.get_heads());
+        assert!(!has_bundle(&doc.save()));
+    }
+
+    #[test]
+    fn compact_bodies_leave_out_trailing_zeros_and_decode_to_the_same_message() {
+        let resp = SyncResponse {
+            results: vec![DocResult {
+                outcome: Outcome::Accepted,
+                heads: vec![],
+                data: vec![],
+            }],
+            updates: vec![],
+            cursor: 300,
+            more: false,
+        };
+        let full = resp.encode();
+        let compact = resp.encode_compact();
+        assert_eq!(compact.len() + 1, full.len(), "`more: false` left out");
+        assert_eq!(SyncResponse::decode_compact(&compact), Ok(resp.clone()));
+        assert_eq!(SyncResponse::decode_compact(&full), Ok(resp));
+        // The full path stays strict: a compact body is not one of its messages.
+        assert_eq!(SyncResponse::decode(&compact), Err(DecodeError::Corrupt));
+        let req = SyncRequest {
+            cursor: 0,
+            docs: vec![],
+            pending_changes: 0,
+            app_version: String::new(),
+            max_response_bytes: 0,
+        };
+        // Every field zero: four bytes left out of five, the cursor's stays.
+        assert_eq!(req.encode_compact(), b"q\x02\x00".to_vec());
+        assert_eq!(SyncRequest::decode_compact(&req.encode_compact()), Ok(req.clone()));
+        let with_data = SyncRequest {
+            docs: vec![DocPush {
+                doc: "roster:2025:03434".into(),
+                base: vec![],
+                heads: vec![],
+                data: vec![1, 0, 0],
+            }],
+            pending_changes: 1,
+            ..req
+        };
+        assert_eq!(SyncRequest::decode_compact(&with_data.encode_compact()), Ok(with_data));
     }
 
     #[test]

@@ -23,6 +23,8 @@
 //! - **Cuts**: [`Netem::cut_after`] closes both sockets of the connection that carries the
 //!   Nth byte in one direction from then on, right after that byte is delivered (with a
 //!   reset, as a dead link looks to the application); the cut fires once.
+//!   [`Profile::with_cut_every`] cuts every connection once it has carried N bytes in
+//!   one direction.
 //! - **Outages**: during a window ([`Profile::outages`] from the proxy's start, or
 //!   [`Netem::outage_for`] from now) new connections are reset as soon as they are accepted,
 //!   and every open connection is reset when the window begins.
@@ -170,6 +172,10 @@ pub struct Profile {
     pub outages: Vec<Outage>,
     /// A cut armed from the start: see [`Netem::cut_after`].
     pub cut: Option<(Dir, u64)>,
+    /// Every connection is cut once it has carried this many bytes in one direction
+    /// (each direction counted on its own): a link that never lets a long exchange
+    /// through. See [`Profile::with_cut_every`].
+    pub cut_every: Option<u64>,
     /// Seed of the loss draws.
     pub seed: u64,
 }
@@ -189,6 +195,7 @@ impl Profile {
             handshake: true,
             outages: Vec::new(),
             cut: None,
+            cut_every: None,
             seed: 1,
         }
     }
@@ -267,6 +274,16 @@ impl Profile {
     pub fn with_cut(self, dir: Dir, after_bytes: u64) -> Profile {
         Profile {
             cut: Some((dir, after_bytes)),
+            ..self
+        }
+    }
+
+    /// Cuts every connection once it has carried `bytes` in one direction: with 4,096, no
+    /// request or reply larger than 4 KB (headers included) ever gets through, and a
+    /// connection reused for several exchanges dies in the one that crosses the mark.
+    pub fn with_cut_every(self, bytes: u64) -> Profile {
+        Profile {
+            cut_every: Some(bytes.max(1)),
             ..self
         }
     }
@@ -751,6 +768,8 @@ async fn read_side<R: AsyncRead + Unpin>(
     let mut stall = Duration::ZERO;
     // TCP delivers in order: nothing arrives before what was sent earlier.
     let mut last_arrival = first_byte;
+    // Bytes this direction of this connection carried, for `cut_every`.
+    let mut carried = 0u64;
     // Bounded by the stream: every turn reads at least one byte or ends.
     loop {
         let n = from.read(&mut buf).await.map_err(|_| Stop::Io)?;
@@ -760,7 +779,16 @@ async fn read_side<R: AsyncRead + Unpin>(
             let _ = to_writer.send(Item::Fin(at)).await;
             return Ok(());
         }
+        let (n, every) = match shared.profile.cut_every {
+            Some(limit) if carried + n as u64 >= limit => ((limit - carried) as usize, true),
+            _ => (n, false),
+        };
         let (take, cut) = shared.take_bytes(dir, n);
+        carried += take as u64;
+        if every && !cut {
+            shared.count(|c| c.cuts += 1);
+        }
+        let cut = cut || every;
         if take > 0 {
             turns.saw(dir, shared);
         }

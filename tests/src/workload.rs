@@ -304,3 +304,41 @@ pub fn one_more_mark(a: &mut Automerge, key: &str, status: MarkStatus, device: &
             .with_time(1_796_000_000_000),
     );
 }
+
+/// `n` small courses of one unit, each with 4 trainees and 2 sessions both marked
+/// present: a roster and 2n documents for "many documents of which one changed".
+pub fn small_courses(device: &mut Device, n: usize) -> Vec<Course> {
+    let cadres: Vec<String> = (0..4)
+        .map(|i| device.add_cadre(NAM_HANG, cadre(i)).expect("add cadre"))
+        .collect();
+    (0..n)
+        .map(|k| {
+            let sessions = (0..2)
+                .map(|i| NewSession {
+                    date: date(i),
+                    half_day: Some(HalfDay::Morning),
+                    periods: Some(4),
+                    topic: Some(format!("Chuyên đề {}", k + 1)),
+                })
+                .collect();
+            let meta = CourseMeta {
+                title: format!("Lớp bồi dưỡng {}", k + 1),
+                planned_trainees: 4,
+                ..course_meta()
+            };
+            let created = device.create_course(NAM_HANG, meta, sessions).expect("create course");
+            for c in &cadres {
+                device.enrol(&created.id, c).expect("enrol");
+            }
+            let sessions: Vec<String> = created.sessions.into_iter().map(|s| s.id).collect();
+            for s in &sessions {
+                device.mark_all(&created.id, s, MarkStatus::Present).expect("mark all");
+            }
+            Course {
+                id: created.id,
+                sessions,
+                cadres: cadres.clone(),
+            }
+        })
+        .collect()
+}

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use sync_core::protocol::{
-    DocResult, EnrollResponse, Outcome, Reply, SyncRequest, SyncResponse, Transport, ENROLL_PATH, SYNC_PATH,
+    DocResult, EnrollResponse, Outcome, Reply, SyncRequest, SyncResponse, Transport, COMPACT_SYNC_PATH, ENROLL_PATH,
+    SYNC_PATH,
 };
 
 use super::*;
@@ -26,9 +27,15 @@ impl Transport for FakeServer {
                 token: "secret".into(),
             })
             .map_err(|e| e.to_string())?,
-            SYNC_PATH => {
-                let req = SyncRequest::decode(&body).map_err(|e| e.to_string())?;
-                SyncResponse {
+            SYNC_PATH | COMPACT_SYNC_PATH => {
+                let compact = path == COMPACT_SYNC_PATH;
+                let req = if compact {
+                    SyncRequest::decode_compact(&body)
+                } else {
+                    SyncRequest::decode(&body)
+                }
+                .map_err(|e| e.to_string())?;
+                let resp = SyncResponse {
                     results: req
                         .docs
                         .into_iter()
@@ -41,8 +48,12 @@ impl Transport for FakeServer {
                     updates: vec![],
                     cursor: 1,
                     more: false,
+                };
+                if compact {
+                    resp.encode_compact()
+                } else {
+                    resp.encode()
                 }
-                .encode()
             }
             _ => return Err(format!("no route {path}")),
         };

@@ -16,6 +16,18 @@
 //! 3. device B of the same commune, enrolled directly (enrolment is not measured), pulls
 //!    everything.
 //!
+//! Then two rows of their own:
+//!
+//! - **cut every 4 KB**: the same three steps through loopback with every connection cut
+//!   once it carried 4,096 bytes in one direction, first with devices that have not met
+//!   the link yet (the push learns the link's byte budget from its cuts), then with that
+//!   budget already in the devices' stores; the target column gives the TCP bytes against
+//!   the same step uncut (the loopback profile's first run);
+//! - **many documents, 1 changed**: a device of 50 small courses (a roster and 101
+//!   documents) and one of 1 course (3 documents), all synced, each changes one mark and
+//!   syncs over loopback; the difference over the extra documents is what an unchanged
+//!   document costs.
+//!
 //! Bytes are TCP payload as the emulator forwards them (HTTP headers included), next to the
 //! HTTP bodies as `SyncStats` counts them. Round trips are the emulator's count: one per
 //! connection (the TCP handshake) and one per request/response turn. Wall time is around
@@ -38,8 +50,8 @@ use automerge::{ActorId, Automerge};
 use diemdanh::HttpTransport;
 use diemdanh_tests::netem::{Counters, Dir, Netem, Profile};
 use diemdanh_tests::workload::{
-    assert_same_heads, device_docs, one_more_mark, record_one_more_mark, record_roll_calls, setup, sync_message,
-    Course, Lcg, MARKS, MAX_AUTOMERGE_ROUNDS, ROLL_CALL_SEED, SESSIONS, TRAINEES,
+    assert_same_heads, device_docs, one_more_mark, record_one_more_mark, record_roll_calls, setup, small_courses,
+    sync_message, Course, Lcg, MARKS, MAX_AUTOMERGE_ROUNDS, ROLL_CALL_SEED, SESSIONS, TRAINEES,
 };
 use diemdanh_tests::{TestServer, NAM_HANG};
 use sync_core::device::{Device, SyncStats};
@@ -60,6 +72,12 @@ const SLOW_LINK_PUSH_SECONDS: f64 = 2.0;
 const SLOW_LINK_ONE_WAY: Duration = Duration::from_millis(250);
 /// 32 KB/s read as 32,000 B/s: the slower reading.
 const SLOW_LINK_RATE: u64 = 32_000;
+/// The cut link: every connection cut after 4 KB in one direction.
+const CUT_EVERY: u64 = 4096;
+/// A cut sync may cost at most this many times the bytes of the same step uncut.
+const CUT_RATIO_TARGET: f64 = 1.5;
+/// Small courses of the many-documents step: a roster and 2 documents per course.
+const MANY_COURSES: usize = 50;
 
 fn main() {
     let runs = parse_runs();
@@ -84,12 +102,16 @@ fn main() {
             ..Profile::link(SLOW_LINK_ONE_WAY, SLOW_LINK_RATE)
         },
     ];
+    let cut = Profile {
+        name: "cut every 4 KB".into(),
+        ..Profile::loopback().with_cut_every(CUT_EVERY)
+    };
     let mut results: Vec<(Profile, Vec<Run>)> = Vec::new();
     for profile in &profiles {
         let mut profile_runs = Vec::new();
         for seed in 1..=runs {
             let run_dir = dir.path().join(format!("run-{}-{seed}", results.len()));
-            let run = run_profile(&template, &run_dir, &course, profile.clone().with_seed(seed));
+            let run = run_profile(&template, &run_dir, &course, profile.clone().with_seed(seed), None);
             eprintln!(
                 "{} seed {seed}: push {:.2} s, one more mark {:.2} s, pull {:.2} s",
                 profile.name, run.steps[0].seconds, run.steps[1].seconds, run.steps[2].seconds
@@ -99,9 +121,31 @@ fn main() {
         }
         results.push((profile.clone(), profile_runs));
     }
+    // The cut link, first as a device meets it (the budget learnt in the push), then with
+    // the budget that run learnt already in the devices' stores.
+    let first = run_profile(&template, &dir.path().join("run-cut"), &course, cut.clone(), None);
+    let learnt = first.budget;
+    let again = run_profile(
+        &template,
+        &dir.path().join("run-cut-learnt"),
+        &course,
+        cut.clone(),
+        learnt,
+    );
+    let cut_runs = [
+        (format!("{} (learns)", cut.name), first),
+        (format!("{} (learnt {} B)", cut.name, learnt.unwrap_or(0)), again),
+    ];
+    for (name, run) in &cut_runs {
+        eprintln!(
+            "{name}: push {:.2} s, one more mark {:.2} s, pull {:.2} s",
+            run.steps[0].seconds, run.steps[1].seconds, run.steps[2].seconds
+        );
+    }
+    let many = [1, MANY_COURSES].map(|n| many_documents(&dir.path().join(format!("run-many-{n}")), n));
     let dead = dead_zone_attempt(&template, &dir.path().join("run-dead"));
 
-    for line in report(runs, &results, &reference, &dead, started.elapsed()) {
+    for line in report(runs, &results, &cut_runs, &many, &reference, &dead, started.elapsed()) {
         println!("{line}");
     }
 }
@@ -164,6 +208,8 @@ struct Step {
 struct Run {
     /// Push, one more mark, pull.
     steps: [Step; 3],
+    /// Device A's link budget after the push.
+    budget: Option<usize>,
 }
 
 fn sync_step(proxy: &Netem, device: &mut Device) -> Step {
@@ -183,16 +229,20 @@ fn sync_step(proxy: &Netem, device: &mut Device) -> Step {
     }
 }
 
-fn run_profile(template: &Path, run_dir: &Path, course: &Course, profile: Profile) -> Run {
+/// `budget`: a link budget the devices learnt before (None: they start with none).
+fn run_profile(template: &Path, run_dir: &Path, course: &Course, profile: Profile, budget: Option<usize>) -> Run {
     copy_dir(template, run_dir);
     let server = TestServer::start(&run_dir.join("server"));
     let proxy = Netem::in_front_of(&server.url, profile).expect("start the emulator");
     let mut a = Device::open(&run_dir.join("device-a")).expect("open device A");
+    a.set_link_budget(budget).expect("set the budget");
 
     let push = sync_step(&proxy, &mut a);
+    let learnt = a.link_budget().expect("link budget");
     record_one_more_mark(&mut a, course);
     let one = sync_step(&proxy, &mut a);
     let mut b = server.enrolled_device(&run_dir.join("device-b"), NAM_HANG);
+    b.set_link_budget(budget).expect("set the budget");
     let pull = sync_step(&proxy, &mut b);
 
     // The figures mean nothing unless everyone ended with the same course.
@@ -207,7 +257,33 @@ fn run_profile(template: &Path, run_dir: &Path, course: &Course, profile: Profil
     server.stop();
     Run {
         steps: [push, one, pull],
+        budget: learnt,
     }
+}
+
+/// One mark changed on a device holding `courses` small courses (a roster and two
+/// documents each), all synced before: the sync over loopback, and the documents held.
+struct ManyDocs {
+    docs: usize,
+    step: Step,
+}
+
+fn many_documents(run_dir: &Path, courses: usize) -> ManyDocs {
+    let server = TestServer::start(&run_dir.join("server"));
+    let mut d = server.enrolled_device(&run_dir.join("device"), NAM_HANG);
+    let made = small_courses(&mut d, courses);
+    server.sync(&mut d).expect("sync the courses");
+    let docs = device_docs(&run_dir.join("device")).len();
+    let one = &made[courses / 2];
+    d.mark(&one.id, &one.sessions[1], &one.cadres[0], MarkStatus::Late, None)
+        .expect("one mark");
+    let proxy = Netem::in_front_of(&server.url, Profile::loopback()).expect("start the emulator");
+    let step = sync_step(&proxy, &mut d);
+    assert_eq!(d.pending_changes().expect("pending"), 0);
+    assert_eq!(d.show_course(&one.id).expect("view"), server.report(&one.id));
+    drop(proxy);
+    server.stop();
+    ManyDocs { docs, step }
 }
 
 /// A push attempt in a dead zone, with the device's default retries.
@@ -425,6 +501,8 @@ fn step_target(step: usize, s: &Step, profile: &Profile, seconds_max: f64) -> St
 fn report(
     runs: u64,
     results: &[(Profile, Vec<Run>)],
+    cut_runs: &[(String, Run)],
+    many: &[ManyDocs; 2],
     reference: &Reference,
     dead: &DeadZone,
     elapsed: Duration,
@@ -475,6 +553,56 @@ fn report(
                 step_target(step, s, profile, hi),
             ));
         }
+    }
+    // The cut link against the same steps uncut (the loopback profile's first run).
+    let uncut = &results[0].1[0];
+    for (name, run) in cut_runs {
+        for (step, step_name) in STEP_NAMES.iter().enumerate() {
+            let s = &run.steps[step];
+            let tcp = s.wire.up_bytes + s.wire.down_bytes;
+            let clear = uncut.steps[step].wire.up_bytes + uncut.steps[step].wire.down_bytes;
+            let ratio = tcp as f64 / clear as f64;
+            out.push(format!(
+                "{:<22} {:<18} {:>7} {:>7} {:>7} {:>7} {:>3} {:>4} {:>3} {:>4} {:>6} {:>19}  {ratio:.2}x uncut, {} cuts: <= {CUT_RATIO_TARGET}x {}",
+                name,
+                step_name,
+                s.wire.up_bytes,
+                s.wire.down_bytes,
+                tcp,
+                s.stats.bytes_up + s.stats.bytes_down,
+                s.stats.requests,
+                s.wire.connections,
+                s.wire.round_trips(),
+                s.wire.lost_segments,
+                "-",
+                format!("{:.2}", s.seconds),
+                s.wire.cuts,
+                verdict(ratio <= CUT_RATIO_TARGET),
+            ));
+        }
+    }
+    let [few, lots] = many;
+    let tcp = |m: &ManyDocs| m.step.wire.up_bytes + m.step.wire.down_bytes;
+    let per_doc = (tcp(lots) as f64 - tcp(few) as f64) / (lots.docs - few.docs) as f64;
+    for m in many {
+        out.push(format!(
+            "{:<22} {:<18} {:>7} {:>7} {:>7} {:>7} {:>3} {:>4} {:>3} {:>4} {:>6} {:>19}  1 req: {}; {per_doc:+.1} B per unchanged document ({} against {} documents)",
+            "loopback",
+            format!("{} docs, 1 changed", m.docs),
+            m.step.wire.up_bytes,
+            m.step.wire.down_bytes,
+            tcp(m),
+            m.step.stats.bytes_up + m.step.stats.bytes_down,
+            m.step.stats.requests,
+            m.step.wire.connections,
+            m.step.wire.round_trips(),
+            m.step.wire.lost_segments,
+            "-",
+            format!("{:.2}", m.step.seconds),
+            verdict(m.step.stats.requests == 1),
+            lots.docs,
+            few.docs,
+        ));
     }
     out.push(format!(
         "{:<22} {:<18} with the default retries, fails after {:.2} s: \"{}\"; {} connections refused, {} B forwarded; \

@@ -6,6 +6,7 @@ mod cli;
 mod clock_skew;
 mod common;
 mod crash_points;
+mod cuts;
 mod netem;
 mod nodes;
 mod operations;

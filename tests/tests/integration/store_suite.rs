@@ -845,7 +845,15 @@ fn unit_and_annual_completion_needs_every_evaluation_passed(b: &Backend) {
         let contents = docs::read(&cid, doc, None).expect("valid course");
         let new = doc.get_changes(&heads);
         store
-            .write(&mut |tx| tx.store(&cid, doc, &new, &diemdanh_server::store::Projection::Whole(contents.clone()), "dev-1"))
+            .write(&mut |tx| {
+                tx.store(
+                    &cid,
+                    doc,
+                    &new,
+                    &diemdanh_server::store::Projection::Whole(contents.clone()),
+                    "dev-1",
+                )
+            })
             .expect("store");
     };
     // The first trainee failed the final evaluation: nobody completes.

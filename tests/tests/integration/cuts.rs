@@ -1,0 +1,352 @@
+//! A link that cuts every connection after 4 KB in either direction (netem's
+//! `cut_every`), through real sockets, the real server and the real client: the benchmark
+//! workload (2,520 marks) is pushed, pulled by a fresh device and resumed after the device
+//! process dies, and it completes with nothing lost or logged twice. The device learns a
+//! byte budget for the link, sends a document too large for it as causal prefixes
+//! (bundles), and the server answers a document too large for it in pieces cut at change
+//! sequence numbers.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use diemdanh::HttpTransport;
+use diemdanh_tests::netem::{Counters, Dir, Netem, Profile};
+use diemdanh_tests::workload::{self, Course, Lcg, MARKS, ROLL_CALL_SEED};
+use diemdanh_tests::{TestServer, NAM_HANG};
+use sync_core::device::{Device, RetryPolicy, SyncStats, LINK_FLOOR};
+
+use crate::common::server_change_counts;
+use crate::crash_points::{aborted, device, ok_json};
+
+/// The cut of the target: every 4 KB of each connection.
+const CUT: u64 = 4096;
+
+/// The workload recorded once for every test of this module: a server and device A with
+/// the course set up and synced, then 2,520 marks recorded offline; both closed.
+struct Template {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    course: Course,
+}
+
+fn template() -> &'static Template {
+    static TEMPLATE: OnceLock<Template> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("template");
+        let server = TestServer::start(&path.join("server"));
+        let mut a = server.enrolled_device(&path.join("device-a"), NAM_HANG);
+        let course = workload::setup(&mut a);
+        server.sync(&mut a).expect("setup sync");
+        workload::record_roll_calls(&mut a, &course, &mut Lcg(ROLL_CALL_SEED));
+        drop(a);
+        server.stop();
+        Template {
+            _dir: dir,
+            path,
+            course,
+        }
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create a folder");
+    for entry in std::fs::read_dir(from).expect("read a folder") {
+        let entry = entry.expect("folder entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+/// A copy of the template with its server running.
+fn run(dir: &Path) -> TestServer {
+    copy_dir(&template().path, dir);
+    TestServer::start(&dir.join("server"))
+}
+
+/// Retries enough for the budget to settle, not slept.
+fn retries_at_once() -> RetryPolicy {
+    RetryPolicy {
+        retries: 6,
+        sleep: Arc::new(|_| {}),
+        ..RetryPolicy::default()
+    }
+}
+
+fn sync_via(url: &str, device: &mut Device) -> SyncStats {
+    let mut transport = HttpTransport::new(url).expect("transport");
+    device.sync(&mut transport, &mut |_| true).expect("the sync completes")
+}
+
+/// The server holds the course the device shows, every change once, nothing pending.
+fn assert_converged(server: &TestServer, device: &Device) {
+    let course = &template().course;
+    let on_device = device.show_course(&course.id).expect("device view");
+    let on_server = server.report(&course.id);
+    assert_eq!(on_device.marks.len(), MARKS, "every mark on the device");
+    assert_eq!(on_device, on_server, "device and server agree");
+    assert_eq!(device.pending_changes().expect("pending"), 0, "nothing left to push");
+    let (logged, distinct) = server_change_counts(server);
+    assert_eq!(logged, distinct, "no change logged twice");
+}
+
+fn total(c: &Counters) -> u64 {
+    c.up_bytes + c.down_bytes
+}
+
+/// The push of the workload, on a clear link and on one cut every 4 KB.
+#[test]
+fn the_workload_push_completes_on_a_link_cut_every_4_kb_without_losing_or_repeating() {
+    let dir = tempfile::tempdir().expect("tmp");
+
+    let clear_server = run(&dir.path().join("clear"));
+    let clear = Netem::in_front_of(&clear_server.url, Profile::loopback()).expect("proxy");
+    let mut a = Device::open(&dir.path().join("clear/device-a")).expect("open");
+    let uncut = sync_via(clear.url(), &mut a);
+    assert_eq!(uncut.requests, 1, "one request on a clear link");
+    assert_converged(&clear_server, &a);
+    let uncut_bytes = total(&clear.counters());
+    assert!(uncut_bytes > 2 * CUT, "the push is larger than a cut: {uncut_bytes} B");
+
+    let server = run(&dir.path().join("cut"));
+    let proxy = Netem::in_front_of(&server.url, Profile::loopback().with_cut_every(CUT)).expect("proxy");
+    let mut a = Device::open(&dir.path().join("cut/device-a")).expect("open");
+    a.set_retry(retries_at_once());
+    assert_eq!(a.link_budget().expect("budget"), None, "nothing learnt yet");
+    let stats = sync_via(proxy.url(), &mut a);
+    let seen = proxy.counters();
+    assert!(seen.cuts >= 1, "the link cut the first, too large, request: {seen:?}");
+    assert!(stats.requests > 2, "the push went in pieces: {stats:?}");
+    let budget = a.link_budget().expect("budget").expect("a budget was learnt");
+    assert!((LINK_FLOOR..CUT as usize).contains(&budget), "{budget}");
+    assert_converged(&server, &a);
+    let ratio = total(&seen) as f64 / uncut_bytes as f64;
+    eprintln!(
+        "push cut every {CUT} B: {} B in {} requests ({} cuts), uncut {uncut_bytes} B: {ratio:.2}x",
+        total(&seen),
+        stats.requests,
+        seen.cuts
+    );
+    // The learning (the cut requests) is most of the extra; the benchmark records it.
+    assert!(ratio < 3.5, "{ratio:.2}x");
+
+    // The learnt budget is kept: one more mark goes in one request, with no cut.
+    workload::record_one_more_mark(&mut a, &template().course);
+    let before = proxy.counters();
+    let one = sync_via(proxy.url(), &mut a);
+    assert_eq!((one.requests, proxy.counters().since(&before).cuts), (1, 0));
+    assert_converged(&server, &a);
+    // A small sync proves nothing about the link: the budget stays.
+    assert_eq!(a.link_budget().expect("budget"), Some(budget));
+
+    // A fresh device of the commune pulls everything in pieces.
+    let mut b = server.enrolled_device(&dir.path().join("cut/device-b"), NAM_HANG);
+    b.set_retry(retries_at_once());
+    let before = proxy.counters();
+    let pull = sync_via(proxy.url(), &mut b);
+    let pulled = proxy.counters().since(&before);
+    assert!(pulled.cuts >= 1 && pull.requests > 2, "{pulled:?} {pull:?}");
+    let course = &template().course;
+    assert_eq!(
+        b.show_course(&course.id).expect("B's view"),
+        server.report(&course.id),
+        "the fresh device holds what the server holds"
+    );
+    assert_eq!(b.pending_changes().expect("pending"), 0, "it pushes nothing back");
+    eprintln!(
+        "fresh pull cut every {CUT} B: {} B in {} requests ({} cuts)",
+        total(&pulled),
+        pull.requests,
+        pulled.cuts
+    );
+    drop(proxy);
+    drop(clear);
+    server.stop();
+    clear_server.stop();
+}
+
+/// A reply lost after the server applied a piece: the device sends the piece again and
+/// the server logs nothing twice.
+#[test]
+fn a_piece_whose_reply_is_lost_is_sent_again_and_applied_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = run(&dir.path().join("run"));
+    let proxy = Netem::in_front_of(&server.url, Profile::loopback()).expect("proxy");
+    let mut a = Device::open(&dir.path().join("run/device-a")).expect("open");
+    a.set_retry(retries_at_once());
+    // A budget learnt on an earlier sync: the push goes in pieces of about 2 KB.
+    a.set_batch_limits(2048, 2048);
+    let changes_before = server_change_counts(&server).0;
+    // Replies to pushes are about 50 bytes with their headers: the third or so is cut.
+    proxy.cut_after(Dir::Down, 120);
+    let stats = sync_via(proxy.url(), &mut a);
+    assert_eq!(proxy.counters().cuts, 1);
+    assert!(stats.retries >= 1 && stats.requests > 3, "{stats:?}");
+    assert_converged(&server, &a);
+    assert!(server_change_counts(&server).0 > changes_before);
+    drop(proxy);
+    server.stop();
+}
+
+/// The device process dies in the middle of a sync on the cut link (the real binary,
+/// aborted by a failpoint after its fourth answered exchange); the next run resumes
+/// after what was acknowledged and moves fewer bytes than a sync from the start.
+#[test]
+fn a_device_killed_mid_sync_on_a_cut_link_resumes_after_what_was_acknowledged() {
+    let dir = tempfile::tempdir().expect("tmp");
+
+    // A whole sync on the cut link, for comparison.
+    let whole_server = run(&dir.path().join("whole"));
+    let whole_proxy = Netem::in_front_of(&whole_server.url, Profile::loopback().with_cut_every(CUT)).expect("proxy");
+    let home = dir.path().join("whole/device-a");
+    point_at(&home, whole_proxy.url());
+    let whole = ok_json(&home, &["sync", "--retries", "6", "--json"]);
+    let whole_bytes = total(&whole_proxy.counters());
+    assert!(whole["requests"].as_u64().unwrap_or(0) > 2, "{whole}");
+    drop(whole_proxy);
+    whole_server.stop();
+
+    let server = run(&dir.path().join("killed"));
+    let proxy = Netem::in_front_of(&server.url, Profile::loopback().with_cut_every(CUT)).expect("proxy");
+    let home = dir.path().join("killed/device-a");
+    point_at(&home, proxy.url());
+    let out = device(
+        &home,
+        &["sync", "--retries", "6", "--json"],
+        Some("device.after_reply@4"),
+    );
+    assert!(aborted(&out), "the process died mid-sync: {out:?}");
+    let before = proxy.counters();
+    let (changes_at_kill, _) = server_change_counts(&server);
+    assert!(changes_at_kill > 0, "pieces reached the server before the kill");
+    let resumed = ok_json(&home, &["sync", "--retries", "6", "--json"]);
+    let after = proxy.counters().since(&before);
+    eprintln!(
+        "killed and resumed on the cut link: {} B after the restart ({} requests, {} cuts), a whole sync {whole_bytes} B",
+        total(&after),
+        resumed["requests"],
+        after.cuts
+    );
+    assert!(
+        total(&after) < whole_bytes,
+        "resumed after what was acknowledged: {} B against {whole_bytes} B",
+        total(&after)
+    );
+    // The budget was learnt before the kill and kept: the restart is not cut again.
+    assert_eq!(after.cuts, 0, "{after:?}");
+    let a = Device::open(&home).expect("open");
+    assert_converged(&server, &a);
+    drop(proxy);
+    server.stop();
+}
+
+/// Makes the device's stored server URL the emulator's.
+fn point_at(home: &Path, url: &str) {
+    let conn = rusqlite::Connection::open(home.join("device.sqlite")).expect("device store");
+    conn.execute("UPDATE meta SET value = ?1 WHERE key = 'server'", [url])
+        .expect("set the server URL");
+}
+
+/// A server from before compact bodies answers `POST /` with 405: the device says the
+/// same on the full path, remembers it, and converges.
+#[test]
+fn a_server_without_compact_bodies_is_spoken_to_on_the_full_path() {
+    struct OldServer {
+        inner: HttpTransport,
+        paths: Vec<String>,
+    }
+    impl sync_core::protocol::Transport for OldServer {
+        fn post(
+            &mut self,
+            path: &str,
+            content_type: &str,
+            bearer: Option<&str>,
+            body: Vec<u8>,
+        ) -> Result<sync_core::protocol::Reply, String> {
+            self.paths.push(path.to_string());
+            if path == sync_core::protocol::COMPACT_SYNC_PATH {
+                return Ok(sync_core::protocol::Reply {
+                    status: 405,
+                    body: Vec::new(),
+                });
+            }
+            // The old path takes full bodies only.
+            if path == sync_core::protocol::SYNC_PATH {
+                sync_core::protocol::SyncRequest::decode(&body).map_err(|e| e.to_string())?;
+            }
+            self.inner.post(path, content_type, bearer, body)
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = run(&dir.path().join("run"));
+    let mut a = Device::open(&dir.path().join("run/device-a")).expect("open");
+    let mut old = OldServer {
+        inner: HttpTransport::new(&server.url).expect("transport"),
+        paths: Vec::new(),
+    };
+    a.sync(&mut old, &mut |_| true).expect("sync with an old server");
+    assert_eq!(old.paths, ["/", "/v1/sync"], "one try on /, then the full path");
+    assert_converged(&server, &a);
+    workload::record_one_more_mark(&mut a, &template().course);
+    old.paths.clear();
+    a.sync(&mut old, &mut |_| true).expect("the next sync");
+    assert_eq!(old.paths, ["/v1/sync"], "remembered");
+    server.stop();
+}
+
+/// A budget learnt earlier grows back once a sync shows the link carries it: a clean
+/// sync whose exchanges filled the budget doubles it.
+#[test]
+fn a_clean_sync_that_fills_its_exchanges_doubles_the_budget() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = run(&dir.path().join("run"));
+    let mut a = Device::open(&dir.path().join("run/device-a")).expect("open");
+    a.set_link_budget(Some(3000)).expect("budget");
+    let stats = sync_via(&server.url, &mut a);
+    assert!(stats.requests > 2, "pieces within 3,000 B: {stats:?}");
+    assert_converged(&server, &a);
+    assert_eq!(a.link_budget().expect("budget"), Some(6000));
+}
+
+/// Two documents whose logged changes interleave (X, Y, X, Y, ...), pulled by a fresh
+/// device whose responses hold one change at most: the cursor never passes a change of a
+/// document left out, so nothing is skipped.
+#[test]
+fn interleaved_documents_pulled_a_change_at_a_time_arrive_whole() {
+    use sync_core::model::MarkStatus;
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start(&dir.path().join("server"));
+    let mut a = server.enrolled_device(&dir.path().join("a"), NAM_HANG);
+    let (x, cadres_x) = crate::common::setup_course(&mut a, NAM_HANG, 3, 2);
+    let (y, cadres_y) = crate::common::setup_course(&mut a, NAM_HANG, 3, 2);
+    server.sync(&mut a).expect("setup sync");
+    // Each sync logs one change: the attendance documents of X and Y take turns.
+    for round in 0..3 {
+        let status = if round % 2 == 0 {
+            MarkStatus::Late
+        } else {
+            MarkStatus::Absent
+        };
+        a.mark(&x.id, &x.sessions[round % 2].id, &cadres_x[round], status, None)
+            .expect("mark X");
+        server.sync(&mut a).expect("sync X");
+        a.mark(&y.id, &y.sessions[round % 2].id, &cadres_y[round], status, None)
+            .expect("mark Y");
+        server.sync(&mut a).expect("sync Y");
+    }
+    let mut c = server.enrolled_device(&dir.path().join("c"), NAM_HANG);
+    c.set_batch_limits(1, 1);
+    let pull = server.sync(&mut c).expect("pull a change at a time");
+    assert!(pull.requests > 10, "{pull:?}");
+    for course in [&x, &y] {
+        let on_c = c.show_course(&course.id).expect("C's view");
+        assert_eq!(on_c, server.report(&course.id));
+        assert_eq!(on_c.marks.len(), 3, "every mark of {}", course.id);
+    }
+    assert_eq!(c.pending_changes().expect("pending"), 0, "C pushes nothing back");
+    server.stop();
+}
