@@ -217,7 +217,8 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         m @ ("GET" | "POST" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "PATCH") => m.to_string(),
         _ => "other".to_string(),
     };
-    let is_sync = route == sync_core::protocol::SYNC_PATH;
+    let is_sync = route == sync_core::protocol::SYNC_PATH
+        || (route == sync_core::protocol::COMPACT_SYNC_PATH && req.method() == axum::http::Method::POST);
     let started = Instant::now();
     let resp = if is_sync {
         metrics.syncs_in_flight.inc();
