@@ -327,10 +327,21 @@ impl SqliteStore {
         self.lock_writer().stats
     }
 
-    /// Drops cached documents unused for a while (`serve` calls it when idle).
+    /// Drops cached documents unused for a while (`serve` calls it every few seconds);
+    /// once nothing is cached (no push for that long), the connections give their page
+    /// caches back too: an idle server holds little memory.
     pub fn trim_cache(&self) {
-        if let Ok(mut w) = self.writer.try_lock() {
-            w.cache.trim(crate::doc_cache::IDLE);
+        let Ok(mut w) = self.writer.try_lock() else { return };
+        w.cache.trim(crate::doc_cache::IDLE);
+        if !w.cache.is_empty() || w.batch.is_some() {
+            return;
+        }
+        let _ = w.conn.execute_batch("PRAGMA shrink_memory");
+        drop(w);
+        for r in &self.readers {
+            if let Ok(r) = r.try_lock() {
+                let _ = r.execute_batch("PRAGMA shrink_memory");
+            }
         }
     }
 }

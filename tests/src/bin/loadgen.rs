@@ -367,6 +367,7 @@ fn start_node(bin: &Path, store_args: &[String]) -> Result<Node, String> {
         .args(store_args)
         .args(["--listen", "127.0.0.1:0"])
         .env("DIEMDANH_LOG", "warn")
+        .env("_RJEM_MALLOC_CONF", std::env::var("LG_MALLOC_CONF").unwrap_or_default())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -602,6 +603,7 @@ fn run_with(args: &Args, store: Arc<dyn Store>, store_args: &[String], size: &dy
     let idle_5: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmRSS:")).collect();
     std::thread::sleep(Duration::from_secs(40));
     let idle: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmRSS:")).collect();
+    let idle_anon: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "RssAnon:")).collect();
     let peak: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmHWM:")).collect();
     let mut lat = run.latencies;
     lat.sort();
@@ -631,11 +633,12 @@ fn run_with(args: &Args, store: Arc<dyn Store>, store_args: &[String], size: &dy
         secs,
         servers_cpu * 1e3 / lat.len().max(1) as f64
     );
-    for (i, ((idle, idle_5), peak)) in idle.iter().zip(&idle_5).zip(&peak).enumerate() {
+    for (i, (((idle, anon), idle_5), peak)) in idle.iter().zip(&idle_anon).zip(&idle_5).zip(&peak).enumerate() {
         println!(
-            "| node {} RSS: idle 45 s after the run / 5 s after / peak | {:.1} MiB / {:.1} MiB / {:.1} MiB |",
+            "| node {} RSS: idle 45 s after the run (of which heap) / 5 s after / peak | {:.1} MiB ({:.1} MiB) / {:.1} MiB / {:.1} MiB |",
             i + 1,
             *idle as f64 / 1024.0,
+            *anon as f64 / 1024.0,
             *idle_5 as f64 / 1024.0,
             *peak as f64 / 1024.0
         );
