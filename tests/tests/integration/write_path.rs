@@ -41,10 +41,10 @@ fn concurrent_devices_each_get_their_own_outcome_and_lose_nothing() {
             let (course, cadres) = setup_course(&mut d, &unit, 5, ROUNDS);
             barrier.wait();
             // Every device syncs every round at once: requests queue behind each other.
-            for r in 0..ROUNDS {
-                d.mark_all(&course.id, &course.sessions[r].id, MarkStatus::Present)
+            for (session, cadre) in course.sessions.iter().zip(&cadres).take(ROUNDS) {
+                d.mark_all(&course.id, &session.id, MarkStatus::Present)
                     .expect("mark all");
-                d.mark(&course.id, &course.sessions[r].id, &cadres[r], MarkStatus::Late, None)
+                d.mark(&course.id, &session.id, cadre, MarkStatus::Late, None)
                     .expect("mark");
                 server.sync(&mut d).expect("sync");
             }
