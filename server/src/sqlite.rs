@@ -211,6 +211,13 @@ impl std::fmt::Debug for SqliteStore {
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > MIGRATIONS.len() as i64 {
+        // Written by a newer server: this one would misread it, and must not write to it.
+        return Err(StoreError::Other(format!(
+            "the store has schema version {current}, newer than this diemdanh-server knows ({}): use a newer server",
+            MIGRATIONS.len()
+        )));
+    }
     for (i, batches) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         for sql in *batches {
             tx.execute_batch(sql)?;
@@ -1479,6 +1486,22 @@ mod tests {
             stats.commits < stats.requests,
             "queued requests shared commits: {stats:?}"
         );
+    }
+
+    #[test]
+    fn a_store_of_a_newer_schema_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().expect("tmp");
+        drop(SqliteStore::open(dir.path()).expect("open"));
+        let conn = Connection::open(dir.path().join(FILE)).expect("raw");
+        conn.pragma_update(None, "user_version", 99).expect("set");
+        drop(conn);
+        let err = SqliteStore::open(dir.path()).expect_err("newer store");
+        assert!(err.to_string().contains("schema version 99, newer"), "{err}");
+        let conn = Connection::open(dir.path().join(FILE)).expect("raw");
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("read");
+        assert_eq!(v, 99, "nothing was written to it");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! numbers come from `sync_core::report::CourseReport::assemble`, the function the
 //! devices' `show course` uses too, so the server's report equals every device's view.
 //!
-//! Evaluations: not in the domain model yet (issue 8 adds them). When they land, they
-//! join `CourseRows`, count in `completes`, and get one more sheet here.
+//! Evaluations count in completion through `CourseReport::assemble` (a trainee completes
+//! when the attendance threshold is met and every evaluation is passed, the devices' rule);
+//! they are not listed in a sheet of their own yet.
 
 use std::collections::HashMap;
 
