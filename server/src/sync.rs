@@ -286,9 +286,15 @@ fn accept(tx: &mut dyn DocTx, peer: &Peer, push: &DocPush) -> StoreResult<Result
         return Ok(Err(Refusal::whole("the document data does not decode")));
     }
     if !candidate.get_missing_deps(&[]).is_empty() {
-        return Ok(Err(Refusal::whole(
-            "the changes depend on changes the server does not have",
-        )));
+        // The device builds on changes the server does not have: the server lost them
+        // (restored from an older backup) or never got them. Nothing is applied and
+        // nothing is refused: the answer names what the server has, and the device sends
+        // everything after that in its next exchange (docs/PROTOCOL.md).
+        return Ok(Ok(DocResult {
+            outcome: Outcome::Missing,
+            heads: hashes_to_wire(&server_heads),
+            data: vec![],
+        }));
     }
     let new_changes = candidate.get_changes(&server_heads);
     if let Some(foreign) = new_changes.iter().find(|c| c.actor_id() != &peer.actor) {

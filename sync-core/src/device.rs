@@ -1373,9 +1373,24 @@ impl Device {
                     };
                     merge_into(&tx, &id, &actor, &result.data, Some(&heads))?;
                 }
-                Outcome::Missing => {
+                Outcome::Missing if push.data.is_empty() => {
                     // The bundle has not arrived: send the data in the next exchange.
                     tx.execute("UPDATE docs SET bundled_heads = x'' WHERE doc_id = ?1", [&push.doc])?;
+                }
+                Outcome::Missing => {
+                    // The server lacks what this push built on (restored from an older
+                    // backup): it named what it has. Send everything after that next, or
+                    // the whole document when this device does not know all of it.
+                    let doc = store::load_doc(&tx, &id)?.unwrap_or_default();
+                    let known = if server_heads.iter().all(|h| doc.get_change_by_hash(h).is_some()) {
+                        server_heads
+                    } else {
+                        Vec::new()
+                    };
+                    tx.execute(
+                        "UPDATE docs SET server_heads = ?2, bundled_heads = x'', dirty = 1 WHERE doc_id = ?1",
+                        rusqlite::params![push.doc, store::heads_to_blob(&known)],
+                    )?;
                 }
                 Outcome::Refused { reason, keys } => {
                     let entry = rebuild_after_refusal(

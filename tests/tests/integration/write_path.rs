@@ -176,3 +176,70 @@ fn a_write_through_another_handle_is_never_hidden_by_the_document_cache() {
     let (logged, distinct) = server_change_counts(&server);
     assert_eq!(logged, distinct);
 }
+
+#[test]
+fn a_store_restored_from_an_older_backup_gets_back_what_the_devices_hold() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("server");
+    let backup = dir.path().join("backup");
+    let server = TestServer::start(&data);
+    let mut a = server.enrolled_device(&home(dir.path(), "a"), NAM_HANG);
+    let (course, cadres) = setup_course(&mut a, NAM_HANG, 4, 3);
+    a.mark_all(&course.id, &course.sessions[0].id, MarkStatus::Present)
+        .expect("mark");
+    server.sync(&mut a).expect("sync");
+    // The backup, taken here (the server stopped, so the files are whole).
+    drop(server);
+    std::fs::create_dir_all(&backup).expect("mkdir");
+    for f in ["diemdanh.sqlite", "diemdanh.sqlite-wal"] {
+        if data.join(f).exists() {
+            std::fs::copy(data.join(f), backup.join(f)).expect("copy");
+        }
+    }
+    // Marks the server then receives, and loses when it is restored from that backup.
+    let server = TestServer::start(&data);
+    a.mark_all(&course.id, &course.sessions[1].id, MarkStatus::Present)
+        .expect("mark");
+    a.mark(&course.id, &course.sessions[1].id, &cadres[0], MarkStatus::Late, None)
+        .expect("mark");
+    server.sync(&mut a).expect("sync");
+    drop(server);
+    for f in ["diemdanh.sqlite", "diemdanh.sqlite-wal", "diemdanh.sqlite-shm"] {
+        let _ = std::fs::remove_file(data.join(f));
+        if backup.join(f).exists() {
+            std::fs::copy(backup.join(f), data.join(f)).expect("restore");
+        }
+    }
+    let server = TestServer::start(&data);
+    assert_eq!(
+        server.report(&course.id).marks.len(),
+        4,
+        "the restored store has only session 0"
+    );
+
+    // The device records on top of what the server lost and syncs: nothing is refused,
+    // and the server gets everything back.
+    a.mark(&course.id, &course.sessions[2].id, &cadres[1], MarkStatus::Absent, None)
+        .expect("mark");
+    let stats = server.sync(&mut a).expect("sync");
+    assert!(stats.refused.is_empty(), "nothing refused: {:?}", stats.refused);
+    assert!(a.refused().expect("refused").is_empty());
+    assert_eq!(a.status().expect("status").pending_changes, 0);
+    let report = server.report(&course.id);
+    assert_eq!(
+        report.marks.len(),
+        4 + 4 + 1,
+        "sessions 0 and 1 whole and one mark of 2"
+    );
+    assert_eq!(a.show_course(&course.id).expect("view"), report);
+    let late = report
+        .marks
+        .iter()
+        .find(|m| m.session == course.sessions[1].id && m.cadre == cadres[0])
+        .expect("the lost late mark");
+    assert_eq!(late.status, MarkStatus::Late);
+    // And a second device of the commune sees it all.
+    let mut b = server.enrolled_device(&home(dir.path(), "b"), NAM_HANG);
+    server.sync(&mut b).expect("sync");
+    assert_eq!(b.show_course(&course.id).expect("view"), report);
+}
