@@ -24,6 +24,8 @@ pub struct HttpTransport {
     fresh: bool,
     /// Reply bytes read before the last exchange failed.
     partial: u64,
+    /// Those bytes, until the device takes them to resume the reply after them.
+    partial_body: Vec<u8>,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -76,6 +78,7 @@ impl HttpTransport {
             fresh_agent: agent(Some(0)),
             fresh: false,
             partial: 0,
+            partial_body: Vec::new(),
         })
     }
 }
@@ -83,6 +86,7 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn post(&mut self, path: &str, content_type: &str, bearer: Option<&str>, body: Vec<u8>) -> Result<Reply, String> {
         self.partial = 0;
+        self.partial_body.clear();
         let agent = if self.fresh { &self.fresh_agent } else { &self.agent };
         let mut req = agent.post(format!("{}{}", self.base, path));
         // A sync body names itself (kind, version): no content type is sent for it.
@@ -106,6 +110,10 @@ impl Transport for HttpTransport {
                 Ok(n) => body.extend_from_slice(&buf[..n]),
                 Err(e) => {
                     self.partial = body.len() as u64;
+                    // Only an answer's bytes are worth going on from.
+                    if status == 200 {
+                        self.partial_body = body;
+                    }
                     return Err(describe(&ureq::Error::Io(e)));
                 }
             }
@@ -115,6 +123,10 @@ impl Transport for HttpTransport {
 
     fn partial_reply_bytes(&self) -> u64 {
         self.partial
+    }
+
+    fn take_partial_reply(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.partial_body)
     }
 
     fn fresh_connections(&mut self, fresh: bool) {

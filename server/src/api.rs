@@ -70,6 +70,8 @@ pub struct Options {
     pub metrics_token: Option<String>,
     /// Where `diemdanh_store_bytes` comes from; None leaves it out.
     pub store_size: Option<StoreSize>,
+    /// What is kept of cut exchanges; the server's housekeeping trims it.
+    pub resume: Arc<crate::resume::Resume>,
 }
 
 /// How long `/readyz` waits for the store's answer before it says not ready.
@@ -88,6 +90,8 @@ pub struct AppState {
     pub(crate) login_global: Arc<Limiter>,
     pub metrics: Arc<Metrics>,
     metrics_token: Option<Arc<str>>,
+    /// Exchanges a link cut, kept for the device to go on from (resume.rs).
+    pub resume: Arc<crate::resume::Resume>,
 }
 
 pub fn app(store: SharedStore) -> Router {
@@ -122,6 +126,7 @@ pub fn app_with_options(store: SharedStore, options: Options) -> Router {
         )))),
         metrics: metrics.clone(),
         metrics_token: options.metrics_token.map(Arc::from),
+        resume: options.resume,
     };
     let max_body = limits.max_body_bytes;
     // Layers run outermost last: the request id is screened and set first, then the
@@ -130,6 +135,7 @@ pub fn app_with_options(store: SharedStore, options: Options) -> Router {
         .route(protocol::ENROLL_PATH, post(enroll))
         .route(protocol::SYNC_PATH, post(sync))
         .route(protocol::COMPACT_SYNC_PATH, post(sync_compact))
+        .route(protocol::PART_PATH, post(sync_part))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
@@ -414,16 +420,122 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn sync(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    sync_with(st, headers, body, false).await
+    let token_hash = sync_token(&st, &headers)?;
+    let (store, metrics) = (st.store.clone(), st.metrics.clone());
+    blocking(move || {
+        let device = sync_device(&*store, &token_hash)?;
+        run_exchange(&*store, &metrics, &device, &body, false).map(reply)
+    })
+    .await
 }
 
-/// `POST /`: the same exchange with compact bodies (docs/PROTOCOL.md).
-async fn sync_compact(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    sync_with(st, headers, body, true).await
+/// `POST /`: the same exchange with compact bodies (docs/PROTOCOL.md). The body is read
+/// as it arrives: when the link cuts it, what came is kept for the device's
+/// continuation on `POST /p` ([`crate::resume`]); a large reply is kept a short while in
+/// case the link cuts it too.
+async fn sync_compact(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let token_hash = sync_token(&st, &headers)?;
+    let total = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (body, cut) = read_body(body).await;
+    if let Some(error) = cut {
+        if let Some(total) = total.filter(|_| body.len() >= crate::resume::KEEP_CUT_MIN && !error.too_large) {
+            let (store, resume) = (st.store.clone(), st.resume.clone());
+            let _ = blocking(move || {
+                let device = sync_device(&*store, &token_hash)?;
+                resume.keep_cut(&device.id, total, body);
+                Ok(())
+            })
+            .await;
+        }
+        return Err(error.into_api());
+    }
+    let (store, metrics, resume) = (st.store.clone(), st.metrics.clone(), st.resume.clone());
+    blocking(move || {
+        let device = sync_device(&*store, &token_hash)?;
+        let out = run_exchange(&*store, &metrics, &device, &body, true)?;
+        resume.keep_reply(&device.id, &body, &out);
+        Ok(reply(out))
+    })
+    .await
 }
 
-async fn sync_with(st: AppState, headers: HeaderMap, body: Bytes, compact: bool) -> Result<Response, ApiError> {
-    let Some(token) = bearer(&headers) else {
+/// `POST /p`: one part of an exchange (docs/PROTOCOL.md, "Resumable exchanges"). The
+/// answer says how much of the body the server holds; once it holds all of it, the
+/// exchange runs as on `POST /` and the answer carries a window of the reply.
+async fn sync_part(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let token_hash = sync_token(&st, &headers)?;
+    let (body, cut) = read_body(body).await;
+    if cut.as_ref().is_some_and(|e| e.too_large) {
+        return Err(cut.map(BodyCut::into_api).unwrap_or_else(|| malformed("cut")));
+    }
+    let (store, metrics, resume) = (st.store.clone(), st.metrics.clone(), st.resume.clone());
+    let complete = cut.is_none();
+    let out = blocking(move || {
+        let (head, bytes) = match protocol::PartHead::decode(&body) {
+            Ok(part) => part,
+            Err(DecodeError::Version(_)) if complete => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_version",
+                    "the part's protocol version is not supported",
+                ));
+            }
+            Err(_) if !complete => return Ok(None),
+            Err(e) => return Err(malformed(&e.to_string())),
+        };
+        let device = sync_device(&*store, &token_hash)?;
+        match resume.part(&device.id, &head, bytes, complete) {
+            crate::resume::Step::Answer(out) => Ok(Some(out)),
+            crate::resume::Step::Run(whole) => {
+                if protocol::exchange_id(&whole) != head.id {
+                    resume.answered(&device.id, &head, None);
+                    return Err(malformed(
+                        "the parts do not make up the exchange they name (its id differs): send it again",
+                    ));
+                }
+                match run_exchange(&*store, &metrics, &device, &whole, true) {
+                    Ok(out) => Ok(resume.answered(&device.id, &head, Some(&out))),
+                    Err(e) => {
+                        resume.answered(&device.id, &head, None);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    })
+    .await?;
+    match (cut, out) {
+        (None, Some(out)) => Ok(reply(out)),
+        // Nobody is left to read an answer: what arrived is kept, the rest is moot.
+        (Some(e), _) => Err(e.into_api()),
+        (None, None) => Err(malformed("empty part answer")),
+    }
+}
+
+fn malformed(message: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed", message)
+}
+
+/// The sync answer: no content type, the body names itself (kind, version), and a
+/// one-mark exchange is counted in bytes (docs/PROTOCOL.md).
+fn reply(out: Vec<u8>) -> Response {
+    Response::new(axum::body::Body::from(out))
+}
+
+/// The bearer token's hash, once the device's request rate allows one more exchange.
+fn sync_token(st: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(token) = bearer(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "no_token",
@@ -439,60 +551,154 @@ async fn sync_with(st: AppState, headers: HeaderMap, body: Bytes, compact: bool)
     if st.sync_limiter.len() > 100_000 {
         st.sync_limiter.retain_recent();
     }
-    let store = st.store.clone();
-    let metrics = st.metrics.clone();
-    let bytes_up = body.len() as i64;
-    blocking(move || {
-        let Some(device) = store.device_by_token(&token_hash)? else {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "the token is not known to this server"));
-        };
-        crate::telemetry::record_device(&device.id);
-        if device.revoked_at.is_some() {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "device_revoked", "this device has been revoked by an administrator; its unsent data stays on the device"));
+    Ok(token_hash)
+}
+
+/// The enrolled, not revoked, device the token names.
+fn sync_device(store: &dyn Store, token_hash: &str) -> Result<crate::store::DeviceRow, ApiError> {
+    let Some(device) = store.device_by_token(token_hash)? else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "the token is not known to this server",
+        ));
+    };
+    crate::telemetry::record_device(&device.id);
+    if device.revoked_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "device_revoked",
+            "this device has been revoked by an administrator; its unsent data stays on the device",
+        ));
+    }
+    Ok(device)
+}
+
+/// Why a request body stopped before its end.
+struct BodyCut {
+    too_large: bool,
+    message: String,
+}
+
+impl BodyCut {
+    fn into_api(self) -> ApiError {
+        if self.too_large {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", self.message)
+        } else {
+            malformed(&format!("the request body stopped before its end: {}", self.message))
         }
-        let req = if compact { SyncRequest::decode_compact(&body) } else { SyncRequest::decode(&body) };
-        let req = req.map_err(|e| match e {
-            DecodeError::Version(_) => ApiError::new(StatusCode::BAD_REQUEST, "unsupported_version", e.to_string()),
-            _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+    }
+}
+
+/// The body as it arrives, and why it stopped early if it did; the bytes that came
+/// before a cut are returned too. Bounded by the body limit layer.
+async fn read_body(body: axum::body::Body) -> (Vec<u8>, Option<BodyCut>) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut out = Vec::new();
+    // Bounded: every frame is at least one byte or ends the body, and the limit layer
+    // ends it past `max_body_bytes`.
+    loop {
+        match body.frame().await {
+            None => return (out, None),
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    out.extend_from_slice(data);
+                }
+            }
+            Some(Err(e)) => {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                    || e.to_string().contains("length limit");
+                return (
+                    out,
+                    Some(BodyCut {
+                        too_large,
+                        message: e.to_string(),
+                    }),
+                );
+            }
+        }
+    }
+}
+
+/// Runs one exchange for `device`: decode, check and store the pushes, updates since its
+/// cursor, its contact figures, all in one transaction; the encoded answer.
+fn run_exchange(
+    store: &dyn Store,
+    metrics: &Metrics,
+    device: &crate::store::DeviceRow,
+    body: &[u8],
+    compact: bool,
+) -> Result<Vec<u8>, ApiError> {
+    let bytes_up = body.len() as i64;
+    let req = if compact {
+        SyncRequest::decode_compact(body)
+    } else {
+        SyncRequest::decode(body)
+    };
+    let req = req.map_err(|e| match e {
+        DecodeError::Version(_) => ApiError::new(StatusCode::BAD_REQUEST, "unsupported_version", e.to_string()),
+        _ => malformed(&e.to_string()),
+    })?;
+    let unit: UnitKey = device
+        .unit
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "device unit unreadable"))?;
+    let actor = automerge::ActorId::from(hex::decode(&device.actor).unwrap_or_default());
+    let peer = Peer {
+        device_id: device.id.clone(),
+        unit,
+        actor,
+    };
+    // An empty version: the device told it before and it has not changed.
+    let app_version = if req.app_version.is_empty() {
+        device.app_version.clone()
+    } else {
+        req.app_version.clone()
+    };
+    let mut answer = None;
+    let mut marks = 0;
+    store.write(&mut |tx| {
+        // Counted afresh on each attempt: a backend may run the transaction again.
+        let mut counting = CountingTx { inner: tx, marks: 0 };
+        let response = process(&mut counting, &peer, &req)?;
+        marks = counting.marks;
+        let out = if compact {
+            response.encode_compact()
+        } else {
+            response.encode()
+        };
+        // The device's page figures and cursor in the same transaction: one commit.
+        tx.record_contact(&Contact {
+            device_id: &device.id,
+            now: now(),
+            pending: req.pending_changes as i64,
+            app_version: &app_version,
+            bytes_up,
+            bytes_down: out.len() as i64,
+            cursor: response.cursor as i64,
         })?;
-        let unit: UnitKey = device.unit.parse().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "device unit unreadable"))?;
-        let actor = automerge::ActorId::from(hex::decode(&device.actor).unwrap_or_default());
-        let peer = Peer { device_id: device.id.clone(), unit, actor };
-        // An empty version: the device told it before and it has not changed.
-        let app_version = if req.app_version.is_empty() { device.app_version.clone() } else { req.app_version.clone() };
-        let mut answer = None;
-        let mut marks = 0;
-        store.write(&mut |tx| {
-            // Counted afresh on each attempt: a backend may run the transaction again.
-            let mut counting = CountingTx { inner: tx, marks: 0 };
-            let response = process(&mut counting, &peer, &req)?;
-            marks = counting.marks;
-            let out = if compact { response.encode_compact() } else { response.encode() };
-            // The device's page figures and cursor in the same transaction: one commit.
-            tx.record_contact(&Contact {
-                device_id: &device.id,
-                now: now(),
-                pending: req.pending_changes as i64,
-                app_version: &app_version,
-                bytes_up,
-                bytes_down: out.len() as i64,
-                cursor: response.cursor as i64,
-            })?;
-            sync_core::failpoint::hit("server.before_commit");
-            answer = Some((response, out));
-            Ok(())
-        })?;
-        sync_core::failpoint::hit("server.after_commit");
-        let (response, out) = answer.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no response"))?;
-        let refused = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Refused { .. })).count();
-        let accepted = response.results.iter().filter(|r| matches!(r.outcome, protocol::Outcome::Accepted)).count();
-        metrics.sync_done(&device.id, marks, accepted as u64, refused as u64);
-        tracing::info!(device = %device.id, docs_in = req.docs.len(), refused, updates = response.updates.len(), bytes_up, bytes_down = out.len(), "sync");
-        // No content type: the body names itself (kind, version), and a one-mark
-        // exchange is counted in bytes (docs/PROTOCOL.md).
-        Ok(Response::new(axum::body::Body::from(out)))
-    })
-    .await
+        sync_core::failpoint::hit("server.before_commit");
+        answer = Some((response, out));
+        Ok(())
+    })?;
+    sync_core::failpoint::hit("server.after_commit");
+    let (response, out) =
+        answer.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no response"))?;
+    let refused = response
+        .results
+        .iter()
+        .filter(|r| matches!(r.outcome, protocol::Outcome::Refused { .. }))
+        .count();
+    let accepted = response
+        .results
+        .iter()
+        .filter(|r| matches!(r.outcome, protocol::Outcome::Accepted))
+        .count();
+    metrics.sync_done(&device.id, marks, accepted as u64, refused as u64);
+    tracing::info!(device = %device.id, docs_in = req.docs.len(), refused, updates = response.updates.len(), bytes_up, bytes_down = out.len(), "sync");
+    Ok(out)
 }
 
 /// The sync's transaction, counting the marks it stores: every op of a new change to an

@@ -930,12 +930,14 @@ fn serve(settings: &crate::config::Settings, demo: Option<crate::demo::Scale>) -
         )?;
         demo_login = Some((unit, password));
     }
+    let resume = crate::resume::Resume::new();
     let router = crate::api::app_with_options(
         store.clone(),
         crate::api::Options {
             limits: settings.limits,
             metrics_token: settings.metrics_token.clone(),
             store_size: Some(store_size),
+            resume: resume.clone(),
         },
     );
     let listen = settings.listen;
@@ -967,6 +969,7 @@ fn serve(settings: &crate::config::Settings, demo: Option<crate::demo::Scale>) -
                 every.tick().await;
                 let s = housekeeping.clone();
                 let _ = tokio::task::spawn_blocking(move || s.maintain()).await;
+                resume.trim();
             }
         });
         let drained = match tls {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pg;
 pub mod reports;
 pub mod resolve;
+pub mod resume;
 pub mod roster;
 pub mod sqlite;
 pub mod store;

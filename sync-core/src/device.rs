@@ -977,77 +977,200 @@ impl Device {
         if self.link_budget()?.is_some() {
             transport.fresh_connections(true);
         }
+        // The exchange going on in parts after a cut (docs/PROTOCOL.md, "Resumable
+        // exchanges"); false once this server answered that it has no `POST /p`.
+        let mut inflight: Option<Inflight> = None;
+        let mut parts = true;
         let result = (|| {
             for round in 0..MAX_ROUNDS {
-                let cursor: u64 = self.meta("cursor")?.and_then(|c| c.parse().ok()).unwrap_or(0);
-                let (request_bytes, response_bytes) = self.exchange_budgets()?;
-                let pushes = self.pushes(&refused_now, request_bytes, true)?;
-                // The version goes once per server, the budget only when it is not the
-                // default: a one-mark exchange is counted in bytes (BENCHMARKS.md).
-                let told = self.meta("told_app_version")?;
-                let req = SyncRequest {
-                    cursor,
-                    docs: pushes.iter().map(|(p, _)| p.clone()).collect(),
-                    pending_changes: self.pending_changes()?,
-                    app_version: if told.as_deref() == Some(APP_VERSION) {
-                        String::new()
-                    } else {
-                        APP_VERSION.to_string()
-                    },
-                    max_response_bytes: if response_bytes == RESPONSE_BYTES {
-                        0
-                    } else {
-                        response_bytes
-                    },
-                };
                 // Compact bodies on `/` unless this server was found not to speak them.
                 let path = self
                     .meta("sync_path")?
                     .unwrap_or_else(|| protocol::COMPACT_SYNC_PATH.to_string());
                 let compact = path == protocol::COMPACT_SYNC_PATH;
-                let body = if compact { req.encode_compact() } else { req.encode() };
-                let sent = body.len();
-                stats.requests += 1;
-                stats.bytes_up += sent as u64;
-                let reply = match transport.post(&path, protocol::CONTENT_TYPE, Some(&token), body) {
-                    Ok(reply) => reply,
-                    Err(e) => {
-                        // Nothing came back: the link is down or cut this exchange. Every
-                        // exchange is idempotent; the next one is rebuilt within a smaller
-                        // budget, so an exchange the link cannot carry is not repeated as is.
-                        if failures >= self.retry.retries {
-                            return Err(Error::Offline(e));
+                let in_parts = compact && parts && self.link_budget()?.is_some();
+                let (req, resp, changes) = if let Some(mut ex) = inflight.take() {
+                    // The next part of the exchange in flight, or the next window of its reply.
+                    let budget = self.link_budget()?.unwrap_or(BATCH_BYTES);
+                    let part = budget.saturating_sub(PART_OVERHEAD).max(MIN_DATA);
+                    let window = budget.saturating_sub(WINDOW_OVERHEAD).max(MIN_DATA);
+                    let total = ex.body.len() as u64;
+                    if ex.body.len() <= part && ex.reply.len() < RESUME_REPLY_MIN {
+                        // The whole exchange fits one part: send it again rather than ask
+                        // what arrived, and take the reply whole (the server answers from
+                        // the reply it holds, or runs the exchange).
+                        ex.held = Some(0);
+                        ex.reply.clear();
+                    }
+                    let (offset, bytes) = match ex.held {
+                        // After a cut nobody knows what arrived: ask (no bytes).
+                        None => (0, &[][..]),
+                        Some(h) if h < total => {
+                            let h = h as usize;
+                            (h as u64, &ex.body[h..(h + part).min(ex.body.len())])
                         }
-                        failures += 1;
-                        stats.retries += 1;
-                        cut = true;
-                        let got = transport.partial_reply_bytes();
-                        stats.bytes_down += got;
-                        self.shrink_link_budget(sent.max(pushes_size(&pushes)), got as usize)?;
-                        transport.fresh_connections(true);
-                        (self.retry.sleep)(self.retry.delay(failures));
+                        Some(_) => (total, &[][..]),
+                    };
+                    let head = protocol::PartHead {
+                        id: protocol::exchange_id(&ex.body),
+                        total,
+                        offset,
+                        from: ex.reply.len() as u64,
+                        window: window as u64,
+                    };
+                    let carried = bytes.len();
+                    let body = head.encode(bytes);
+                    let sent = body.len();
+                    stats.requests += 1;
+                    stats.bytes_up += sent as u64;
+                    let got = match transport.post(protocol::PART_PATH, protocol::CONTENT_TYPE, Some(&token), body) {
+                        Ok(reply) => reply,
+                        Err(e) => {
+                            if failures >= self.retry.retries {
+                                return Err(Error::Offline(e));
+                            }
+                            failures += 1;
+                            stats.retries += 1;
+                            cut = true;
+                            let partial = transport.take_partial_reply();
+                            stats.bytes_down += partial.len() as u64;
+                            // A window cut in the middle: keep the reply bytes that came.
+                            match protocol::PartAnswerHead::decode(&partial) {
+                                Ok((answer, tail)) => ex.took(&answer, tail),
+                                // The part may have arrived in full or in part: ask.
+                                Err(_) if carried > 0 => ex.held = None,
+                                Err(_) => {}
+                            }
+                            self.shrink_link_budget(sent, partial.len())?;
+                            transport.fresh_connections(true);
+                            inflight = Some(ex);
+                            (self.retry.sleep)(self.retry.delay(failures));
+                            continue;
+                        }
+                    };
+                    stats.bytes_down += got.body.len() as u64;
+                    largest = largest.max(sent).max(got.body.len());
+                    if matches!(got.status, 404 | 405) {
+                        // A server from before parts: the exchange again, whole, and
+                        // pieces within the budget from now on in this sync.
+                        parts = false;
                         continue;
                     }
-                };
-                failures = 0;
-                stats.bytes_down += reply.body.len() as u64;
-                largest = largest.max(sent).max(reply.body.len());
-                if compact && matches!(reply.status, 404 | 405) {
-                    // A server from before compact bodies: the full path from now on
-                    // (once: the next round reads it back).
-                    store::set_meta(&self.conn, "sync_path", protocol::SYNC_PATH)?;
-                    continue;
-                }
-                stats.changes_sent += pushes.iter().map(|(_, n)| *n as u64).sum::<u64>();
-                if reply.status != 200 {
-                    return Err(error_from_reply(&reply));
-                }
-                let resp = if compact {
-                    SyncResponse::decode_compact(&reply.body)
+                    if got.status != 200 {
+                        if got.status == 400 && !ex.restarted {
+                            // The server could not put the parts together (it held an
+                            // older exchange's): once more from the first byte.
+                            ex.restarted = true;
+                            ex.held = Some(0);
+                            ex.reply.clear();
+                            inflight = Some(ex);
+                            continue;
+                        }
+                        return Err(error_from_reply(&got));
+                    }
+                    failures = 0;
+                    let (answer, tail) =
+                        protocol::PartAnswerHead::decode(&got.body).map_err(|e| Error::Wire(e.to_string()))?;
+                    ex.took(&answer, tail);
+                    crate::failpoint::hit("device.after_part");
+                    if !ex.reply_complete() {
+                        let go_on = progress(&SyncProgress {
+                            round,
+                            stats: stats.clone(),
+                            docs_left: self.dirty_docs(&refused_now)?.len() as u64,
+                        });
+                        if !go_on {
+                            return Err(Error::Cancelled);
+                        }
+                        inflight = Some(ex);
+                        continue;
+                    }
+                    let resp = SyncResponse::decode_compact(&ex.reply).map_err(|e| Error::Wire(e.to_string()))?;
+                    (ex.req, resp, ex.changes)
                 } else {
-                    SyncResponse::decode(&reply.body)
+                    let cursor: u64 = self.meta("cursor")?.and_then(|c| c.parse().ok()).unwrap_or(0);
+                    let (request_bytes, response_bytes) = self.exchange_budgets(in_parts)?;
+                    let pushes = self.pushes(&refused_now, request_bytes, true)?;
+                    // The version goes once per server, the budget only when it is not the
+                    // default: a one-mark exchange is counted in bytes (BENCHMARKS.md).
+                    let told = self.meta("told_app_version")?;
+                    let req = SyncRequest {
+                        cursor,
+                        docs: pushes.iter().map(|(p, _)| p.clone()).collect(),
+                        pending_changes: self.pending_changes()?,
+                        app_version: if told.as_deref() == Some(APP_VERSION) {
+                            String::new()
+                        } else {
+                            APP_VERSION.to_string()
+                        },
+                        max_response_bytes: if response_bytes == RESPONSE_BYTES {
+                            0
+                        } else {
+                            response_bytes
+                        },
+                    };
+                    let body = if compact { req.encode_compact() } else { req.encode() };
+                    if in_parts {
+                        // On a link that cuts: the whole exchange, in parts.
+                        inflight = Some(Inflight::new(req, body, Some(0), changes_of(&pushes)));
+                        continue;
+                    }
+                    let sent = body.len();
+                    stats.requests += 1;
+                    stats.bytes_up += sent as u64;
+                    let reply = match transport.post(&path, protocol::CONTENT_TYPE, Some(&token), body.clone()) {
+                        Ok(reply) => reply,
+                        Err(e) => {
+                            // Nothing came back, or part of the reply: the link is down or
+                            // cut this exchange. The server keeps what arrived of a cut
+                            // body and a large reply: the exchange goes on in parts from
+                            // there (or, with a server without parts, it is rebuilt within a
+                            // smaller budget). Every exchange is idempotent.
+                            if failures >= self.retry.retries {
+                                return Err(Error::Offline(e));
+                            }
+                            failures += 1;
+                            stats.retries += 1;
+                            cut = true;
+                            let partial = transport.take_partial_reply();
+                            let got = transport.partial_reply_bytes().max(partial.len() as u64);
+                            stats.bytes_down += got;
+                            self.shrink_link_budget(sent.max(pushes_size(&pushes)), got as usize)?;
+                            if compact && parts && self.link_budget()?.is_some() {
+                                let held = if partial.is_empty() {
+                                    None
+                                } else {
+                                    Some(body.len() as u64)
+                                };
+                                let mut ex = Inflight::new(req, body, held, changes_of(&pushes));
+                                ex.reply = partial;
+                                inflight = Some(ex);
+                            }
+                            transport.fresh_connections(true);
+                            (self.retry.sleep)(self.retry.delay(failures));
+                            continue;
+                        }
+                    };
+                    failures = 0;
+                    stats.bytes_down += reply.body.len() as u64;
+                    largest = largest.max(sent).max(reply.body.len());
+                    if compact && matches!(reply.status, 404 | 405) {
+                        // A server from before compact bodies: the full path from now on
+                        // (once: the next round reads it back).
+                        store::set_meta(&self.conn, "sync_path", protocol::SYNC_PATH)?;
+                        continue;
+                    }
+                    if reply.status != 200 {
+                        return Err(error_from_reply(&reply));
+                    }
+                    let resp = if compact {
+                        SyncResponse::decode_compact(&reply.body)
+                    } else {
+                        SyncResponse::decode(&reply.body)
+                    };
+                    (req, resp.map_err(|e| Error::Wire(e.to_string()))?, changes_of(&pushes))
                 };
-                let resp = resp.map_err(|e| Error::Wire(e.to_string()))?;
+                stats.changes_sent += changes;
                 crate::failpoint::hit("device.after_reply");
                 let more = resp.more;
                 self.apply_response(&req, resp, &mut stats, &mut refused_now, &mut counted)?;
@@ -1110,10 +1233,13 @@ impl Device {
         }
     }
 
-    /// Document data for the next request and the next response.
-    fn exchange_budgets(&self) -> Result<(usize, u32)> {
+    /// Document data for the next request and the next response. An exchange that goes
+    /// in parts (`in_parts`) carries as much as on a link that does not cut: the parts
+    /// and windows fit the link, and one exchange compresses better than pieces.
+    fn exchange_budgets(&self, in_parts: bool) -> Result<(usize, u32)> {
         Ok(match self.link_budget()? {
             None => (self.batch_bytes, self.response_bytes),
+            Some(_) if in_parts => (self.batch_bytes, self.response_bytes),
             Some(b) => {
                 let data = b.saturating_sub(EXCHANGE_OVERHEAD).max(MIN_DATA);
                 (
@@ -1130,7 +1256,7 @@ impl Device {
     /// more than the budget was, never under [`LINK_FLOOR`]; unchanged when the exchange
     /// was too small to have failed for its size (the link is down, not short).
     fn shrink_link_budget(&self, sent: usize, received: usize) -> Result<()> {
-        let (request, response) = self.exchange_budgets()?;
+        let (request, response) = self.exchange_budgets(false)?;
         let learnt = self.link_budget()?;
         let current = learnt.unwrap_or(usize::MAX);
         let next = if received > 0 {
@@ -1449,6 +1575,78 @@ impl Device {
 fn less_deps(base: &[ChangeHash], changes: &[automerge::Change]) -> Vec<ChangeHash> {
     let deps: HashSet<ChangeHash> = changes.iter().flat_map(|c| c.deps().iter().copied()).collect();
     base.iter().filter(|h| !deps.contains(h)).copied().collect()
+}
+
+/// Changes in a request's pushes.
+fn changes_of(pushes: &[(DocPush, usize)]) -> u64 {
+    pushes.iter().map(|(_, n)| *n as u64).sum()
+}
+
+/// Bytes of a part's request that are not the exchange's: HTTP request line and headers,
+/// the part's head.
+const PART_OVERHEAD: usize = 192;
+/// Bytes of a part's answer that are not the reply's: status line, headers, the head.
+const WINDOW_OVERHEAD: usize = 128;
+/// Reply bytes below which a device takes a cut reply again whole rather than asking
+/// for the rest (servers keep only larger replies of plain exchanges).
+const RESUME_REPLY_MIN: usize = 2048;
+
+/// One exchange going in parts (docs/PROTOCOL.md, "Resumable exchanges"): its request,
+/// the body, how much of it the server holds, the reply bytes that came.
+struct Inflight {
+    req: SyncRequest,
+    body: Vec<u8>,
+    /// Body bytes the server holds; None after a cut (to be asked).
+    held: Option<u64>,
+    reply: Vec<u8>,
+    /// The reply's length, once the server told it.
+    reply_total: Option<u64>,
+    changes: u64,
+    /// Started again from the first byte once already.
+    restarted: bool,
+}
+
+impl Inflight {
+    fn new(req: SyncRequest, body: Vec<u8>, held: Option<u64>, changes: u64) -> Inflight {
+        Inflight {
+            req,
+            body,
+            held,
+            reply: Vec::new(),
+            reply_total: None,
+            changes,
+            restarted: false,
+        }
+    }
+
+    /// What an answer (whole or cut) to the part `head` told: how much of the body the
+    /// server holds, and reply bytes from `answer.from`.
+    fn took(&mut self, answer: &protocol::PartAnswerHead, tail: &[u8]) {
+        if self.held.is_some_and(|h| answer.have < h) || answer.have == 0 {
+            // The server lost what it held (restarted, another node, expired): the reply
+            // will be a new one.
+            self.reply.clear();
+            self.reply_total = None;
+        }
+        self.held = Some(answer.have.min(self.body.len() as u64));
+        if answer.reply_total > 0 {
+            // From 0: the exchange ran (again) and this is its reply from the start.
+            if answer.from == 0 || self.reply_total.is_some_and(|t| t != answer.reply_total) {
+                self.reply.clear();
+            }
+            self.reply_total = Some(answer.reply_total);
+            if answer.from == self.reply.len() as u64 {
+                let room = usize::try_from(answer.reply_total)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(self.reply.len());
+                self.reply.extend_from_slice(&tail[..tail.len().min(room)]);
+            }
+        }
+    }
+
+    fn reply_complete(&self) -> bool {
+        self.reply_total.is_some_and(|t| t > 0 && self.reply.len() as u64 >= t)
+    }
 }
 
 /// Bytes of document data in a request's pushes.

@@ -406,6 +406,95 @@ fn chunk_len(bytes: &[u8]) -> Option<usize> {
     None
 }
 
+/// Exchanges in parts, for links that cut connections (docs/PROTOCOL.md, "Resumable
+/// exchanges"): the device uploads the body of one exchange (a compact request) in
+/// parts, the server keeps what arrived (even of a part cut in the middle) and answers
+/// with what it holds, then with the reply in windows. A cut costs the bytes in flight,
+/// not the exchange, and the whole exchange is compressed as one, however many parts
+/// carry it.
+pub const PART_PATH: &str = "/p";
+const KIND_PART: u8 = b'P';
+const KIND_PART_ANSWER: u8 = b'H';
+
+/// The id of an exchange: the first 8 bytes of the SHA-256 of its body. The same state
+/// builds the same body, so a device restarted mid-exchange finds its parts on the server.
+pub fn exchange_id(body: &[u8]) -> [u8; 8] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(body);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    id
+}
+
+/// The head of a part; the part's bytes follow it to the end of the body, so a part cut
+/// in the middle still says where its bytes belong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartHead {
+    /// [`exchange_id`] of the whole body.
+    pub id: [u8; 8],
+    /// Length of the whole body.
+    pub total: u64,
+    /// Where this part's bytes start in the body.
+    pub offset: u64,
+    /// Bytes of the reply the device holds already: the window starts there.
+    pub from: u64,
+    /// Most reply bytes wanted in this answer (0: all of it).
+    pub window: u64,
+}
+
+/// The head of a part's answer; reply bytes from the request's `from` follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartAnswerHead {
+    /// Bytes of the body the server holds (all of it once answered; 0: start again).
+    pub have: u64,
+    /// Length of the whole reply; 0 while the body is not all there.
+    pub reply_total: u64,
+    /// Where the reply bytes that follow start in the reply: the part's `from`, or 0
+    /// when the exchange ran just now (a reply of another run than the device's bytes).
+    pub from: u64,
+}
+
+fn encode_head<T: Serialize>(kind: u8, head: &T, tail: &[u8]) -> Vec<u8> {
+    // postcard cannot fail on these types (fixed fields).
+    let head = postcard::to_stdvec(head).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER + head.len() + tail.len());
+    out.push(kind);
+    out.push(PROTOCOL_VERSION);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(tail);
+    out
+}
+
+/// The head and the bytes that follow it; a body cut short after its head decodes too
+/// (the bytes are what arrived).
+fn decode_head<T: for<'de> Deserialize<'de>>(kind: u8, body: &[u8]) -> Result<(T, &[u8]), DecodeError> {
+    if body.len() < HEADER || body[0] != kind {
+        return Err(DecodeError::NotSync);
+    }
+    if body[1] != PROTOCOL_VERSION {
+        return Err(DecodeError::Version(body[1]));
+    }
+    postcard::take_from_bytes(&body[HEADER..]).map_err(|_| DecodeError::Corrupt)
+}
+
+impl PartHead {
+    pub fn encode(&self, bytes: &[u8]) -> Vec<u8> {
+        encode_head(KIND_PART, self, bytes)
+    }
+    pub fn decode(body: &[u8]) -> Result<(PartHead, &[u8]), DecodeError> {
+        decode_head(KIND_PART, body)
+    }
+}
+
+impl PartAnswerHead {
+    pub fn encode(&self, reply: &[u8]) -> Vec<u8> {
+        encode_head(KIND_PART_ANSWER, self, reply)
+    }
+    pub fn decode(body: &[u8]) -> Result<(PartAnswerHead, &[u8]), DecodeError> {
+        decode_head(KIND_PART_ANSWER, body)
+    }
+}
+
 /// A reply from the server as the transport saw it.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -428,6 +517,12 @@ pub trait Transport {
     /// known): how much a cut link let through, so the device's budget fits it at once.
     fn partial_reply_bytes(&self) -> u64 {
         0
+    }
+
+    /// The reply body bytes that arrived before the last `post` failed (empty when not
+    /// kept): a device resumes a reply cut in the middle after them.
+    fn take_partial_reply(&mut self) -> Vec<u8> {
+        Vec::new()
     }
 
     /// `true`: open a connection for each exchange instead of reusing one. A device asks
