@@ -92,6 +92,8 @@ pub struct AppState {
     metrics_token: Option<Arc<str>>,
     /// Exchanges a link cut, kept for the device to go on from (resume.rs).
     pub resume: Arc<crate::resume::Resume>,
+    /// The largest exchange, whole or in parts (`Limits::max_body_bytes`).
+    max_body: usize,
 }
 
 pub fn app(store: SharedStore) -> Router {
@@ -127,6 +129,7 @@ pub fn app_with_options(store: SharedStore, options: Options) -> Router {
         metrics: metrics.clone(),
         metrics_token: options.metrics_token.map(Arc::from),
         resume: options.resume,
+        max_body: limits.max_body_bytes,
     };
     let max_body = limits.max_body_bytes;
     // Layers run outermost last: the request id is screened and set first, then the
@@ -479,7 +482,7 @@ async fn sync_part(
     if cut.as_ref().is_some_and(|e| e.too_large) {
         return Err(cut.map(BodyCut::into_api).unwrap_or_else(|| malformed("cut")));
     }
-    let (store, metrics, resume) = (st.store.clone(), st.metrics.clone(), st.resume.clone());
+    let (store, metrics, resume, max_body) = (st.store.clone(), st.metrics.clone(), st.resume.clone(), st.max_body);
     let complete = cut.is_none();
     let out = blocking(move || {
         let (head, bytes) = match protocol::PartHead::decode(&body) {
@@ -495,6 +498,13 @@ async fn sync_part(
             Err(e) => return Err(malformed(&e.to_string())),
         };
         let device = sync_device(&*store, &token_hash)?;
+        if head.total > max_body as u64 {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the exchange is larger than {max_body} bytes; send smaller batches"),
+            ));
+        }
         match resume.part(&device.id, &head, bytes, complete) {
             crate::resume::Step::Answer(out) => Ok(Some(out)),
             crate::resume::Step::Run(whole) => {

@@ -12,7 +12,7 @@ use automerge::Automerge;
 
 use crate::bundle::{self, BundleError};
 use crate::docs::{self, DocId};
-use crate::protocol::{DecodeError, EnrollRequest, SyncRequest, SyncResponse};
+use crate::protocol::{DecodeError, EnrollRequest, PartAnswerHead, PartHead, SyncRequest, SyncResponse};
 
 /// A sync request body, as `POST /v1/sync` reads it before anything else, and as
 /// `POST /` reads a compact one.
@@ -35,6 +35,21 @@ pub fn sync_response(data: &[u8]) {
     }
     match SyncResponse::decode_compact(data) {
         Ok(resp) => assert_eq!(SyncResponse::decode_compact(&resp.encode_compact()).as_ref(), Ok(&resp)),
+        Err(e) => assert_documented(&e),
+    }
+}
+
+/// A part of an exchange (`POST /p`) as the server reads it, and a part's answer as a
+/// device reads it; whole or cut after any byte.
+pub fn part(data: &[u8]) {
+    // The same value back (a varint may be written longer than needed, so not always
+    // the same bytes), and the bytes after the head untouched.
+    match PartHead::decode(data) {
+        Ok((head, bytes)) => assert_eq!(PartHead::decode(&head.encode(bytes)), Ok((head, bytes))),
+        Err(e) => assert_documented(&e),
+    }
+    match PartAnswerHead::decode(data) {
+        Ok((head, bytes)) => assert_eq!(PartAnswerHead::decode(&head.encode(bytes)), Ok((head, bytes))),
         Err(e) => assert_documented(&e),
     }
 }
@@ -113,6 +128,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bundle", bundle),
     ("document", document),
     ("enroll_json", enroll_json),
+    ("part", part),
 ];
 
 /// Valid inputs for each target, for mutation-based runs to start from: a roster saved
@@ -191,5 +207,25 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("document", saved),
         ("document", changes),
         ("enroll_json", enroll),
+        (
+            "part",
+            PartHead {
+                id: crate::protocol::exchange_id(&request),
+                total: request.len() as u64,
+                offset: 2,
+                from: 0,
+                window: 4096,
+            }
+            .encode(&request[2..]),
+        ),
+        (
+            "part",
+            PartAnswerHead {
+                have: request.len() as u64,
+                reply_total: response.len() as u64,
+                from: 0,
+            }
+            .encode(&response),
+        ),
     ]
 }

@@ -93,7 +93,7 @@ macro_rules! fuzz_target_tests {
     )+ };
 }
 
-fuzz_target_tests!(sync_request, sync_response, bundle, document, enroll_json);
+fuzz_target_tests!(sync_request, sync_response, bundle, document, enroll_json, part);
 
 #[test]
 fn the_seeds_are_valid_inputs_of_their_target() {
@@ -106,6 +106,10 @@ fn the_seeds_are_valid_inputs_of_their_target() {
             // Changes after a head decode alone (and wait for their dependencies).
             "document" => automerge::Automerge::new().load_incremental(&seed).is_ok(),
             "enroll_json" => serde_json::from_slice::<sync_core::protocol::EnrollRequest>(&seed).is_ok(),
+            "part" => {
+                sync_core::protocol::PartHead::decode(&seed).is_ok()
+                    || sync_core::protocol::PartAnswerHead::decode(&seed).is_ok()
+            }
             _ => false,
         };
         assert!(ok, "seed of {name} does not decode");

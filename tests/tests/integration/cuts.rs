@@ -373,6 +373,80 @@ fn a_server_that_lost_the_parts_it_held_is_sent_the_exchange_again() {
     server.stop();
 }
 
+/// `POST /p` refuses what is not a part of the device's own exchange, plainly: no token,
+/// bytes that are not a part, an exchange past the body limit, parts that do not make up
+/// the exchange their id names; and a whole exchange in one part is answered as on `/`.
+#[test]
+fn parts_that_are_not_an_exchange_are_refused_plainly() {
+    use sync_core::protocol::{exchange_id, PartAnswerHead, PartHead, SyncRequest, SyncResponse, Transport, PART_PATH};
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = run(&dir.path().join("run"));
+    let home = dir.path().join("run/device-a");
+    let conn = rusqlite::Connection::open(home.join("device.sqlite")).expect("device store");
+    let token: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'token'", [], |r| r.get(0))
+        .expect("token");
+    let mut t = HttpTransport::new(&server.url).expect("transport");
+    let ct = sync_core::protocol::CONTENT_TYPE;
+    let error = |reply: &sync_core::protocol::Reply| -> String {
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("a JSON error body");
+        format!("{} {}", reply.status, body["error"].as_str().unwrap_or(""))
+    };
+    let request = SyncRequest {
+        cursor: 0,
+        docs: Vec::new(),
+        pending_changes: 0,
+        app_version: String::new(),
+        max_response_bytes: 0,
+    }
+    .encode_compact();
+    let part = |body: &[u8], total: u64, bytes: &[u8]| {
+        PartHead {
+            id: exchange_id(body),
+            total,
+            offset: 0,
+            from: 0,
+            window: 0,
+        }
+        .encode(bytes)
+    };
+    let whole = part(&request, request.len() as u64, &request);
+    let reply = t.post(PART_PATH, ct, None, whole.clone()).expect("reply");
+    assert_eq!(error(&reply), "401 no_token");
+    let reply = t
+        .post(PART_PATH, ct, Some(&token), b"not a part".to_vec())
+        .expect("reply");
+    assert_eq!(error(&reply), "400 malformed");
+    let reply = t
+        .post(PART_PATH, ct, Some(&token), part(&request, 1 << 40, &request))
+        .expect("reply");
+    assert_eq!(error(&reply), "413 too_large");
+    // The bytes of one exchange under the id of another.
+    let reply = t
+        .post(
+            PART_PATH,
+            ct,
+            Some(&token),
+            part(b"another", request.len() as u64, &request),
+        )
+        .expect("reply");
+    assert_eq!(error(&reply), "400 malformed");
+    // The exchange itself in one part: the answer holds all of it and the whole reply.
+    let reply = t.post(PART_PATH, ct, Some(&token), whole).expect("reply");
+    assert_eq!(reply.status, 200);
+    let (head, tail) = PartAnswerHead::decode(&reply.body).expect("an answer");
+    assert_eq!(
+        (head.have, head.reply_total, head.from),
+        (request.len() as u64, tail.len() as u64, 0)
+    );
+    let resp = SyncResponse::decode_compact(tail).expect("the reply of the exchange");
+    assert!(
+        resp.cursor > 0,
+        "the device's cursor was 0 and the server holds its setup: {resp:?}"
+    );
+    server.stop();
+}
+
 /// Makes the device's stored server URL the emulator's.
 fn point_at(home: &Path, url: &str) {
     let conn = rusqlite::Connection::open(home.join("device.sqlite")).expect("device store");
