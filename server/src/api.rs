@@ -132,8 +132,9 @@ pub fn app_with_options(store: SharedStore, options: Options) -> Router {
         max_body: limits.max_body_bytes,
     };
     let max_body = limits.max_body_bytes;
-    // Layers run outermost last: the request id is screened and set first, then the
-    // span opens, then the metrics see the final status of every answer.
+    // Layers run outermost last: a sync request without an id is noted (its answer goes
+    // without one), the request id is screened and set, then the span opens, then the
+    // metrics see the final status of every answer.
     Router::new()
         .route(protocol::ENROLL_PATH, post(enroll))
         .route(protocol::SYNC_PATH, post(sync))
@@ -162,6 +163,7 @@ pub fn app_with_options(store: SharedStore, options: Options) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(crate::telemetry::RandomId))
         .layer(axum::middleware::map_request(crate::telemetry::screen_request_id))
+        .layer(axum::middleware::from_fn(crate::telemetry::quiet_sync_answers))
         .with_state(state)
 }
 

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 GET over a plain socket, for tests that read headers the device
-//! transport does not show (`x-request-id`) or endpoints devices never call (`/metrics`).
+//! A minimal HTTP/1.1 GET or POST over a plain socket, for tests that read headers the
+//! device transport does not show (`x-request-id`) or endpoints devices never call
+//! (`/metrics`).
 //! Loopback only; every read is bounded by a timeout.
 
 use std::io::{Read, Write};
@@ -26,17 +27,31 @@ impl RawReply {
 /// `GET path` on `base` (`http://127.0.0.1:PORT`) with extra headers; the server closes
 /// the connection after the answer.
 pub fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<RawReply> {
+    request(base, "GET", path, headers, &[])
+}
+
+/// `POST path` with `body` (and its `content-length`).
+pub fn post(base: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<RawReply> {
+    request(base, "POST", path, headers, body)
+}
+
+fn request(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<RawReply> {
     let addr = base.trim_start_matches("http://").trim_end_matches('/');
     assert!(addr.starts_with("127.0.0.1:"), "loopback only: {addr}");
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     stream.set_write_timeout(Some(Duration::from_secs(20)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if method != "GET" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes())?;
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -175,6 +175,46 @@ fn a_field_scenario_at_trace_level_logs_no_name_ethnicity_token_or_code() {
     let fresh = replaced.header("x-request-id").expect("a fresh id").to_string();
     assert_eq!(fresh.len(), 16, "{fresh}");
     assert!(fresh.bytes().all(|b| b.is_ascii_hexdigit()), "{fresh}");
+    // A device's successful sync answer goes without the id (it is 32 bytes of a one-mark
+    // exchange); an error answer keeps it, and one the client sent comes back.
+    let token = {
+        let conn = rusqlite::Connection::open(devices[0].1.home().join("device.sqlite")).expect("device store");
+        conn.query_row("SELECT value FROM meta WHERE key = 'token'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .expect("token")
+    };
+    let nothing_new = sync_core::protocol::SyncRequest {
+        cursor: 0,
+        docs: Vec::new(),
+        pending_changes: 0,
+        app_version: String::new(),
+        max_response_bytes: 0,
+    }
+    .encode_compact();
+    let bearer = format!("Bearer {token}");
+    let ok = rawhttp::post(&server.url, "/", &[("authorization", &bearer)], &nothing_new).expect("sync");
+    assert_eq!((ok.status, ok.header("x-request-id")), (200, None));
+    let echoed = rawhttp::post(
+        &server.url,
+        "/",
+        &[("authorization", &bearer), ("x-request-id", "hygiene-probe-2")],
+        &nothing_new,
+    )
+    .expect("sync");
+    assert_eq!(
+        (echoed.status, echoed.header("x-request-id")),
+        (200, Some("hygiene-probe-2"))
+    );
+    let refused = rawhttp::post(
+        &server.url,
+        "/",
+        &[("authorization", "Bearer not-a-token")],
+        &nothing_new,
+    )
+    .expect("sync");
+    assert_eq!(refused.status, 401);
+    assert!(refused.header("x-request-id").is_some(), "{refused:?}");
     let device_ids: Vec<String> = devices.iter().map(|(_, d)| d.device_id().to_string()).collect();
     server.stop();
 
