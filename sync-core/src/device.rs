@@ -1056,6 +1056,18 @@ impl Device {
                         parts = false;
                         continue;
                     }
+                    if got.status == 429 {
+                        // Parts of a large exchange on a link that turned fast can outrun
+                        // the server's per-device rate: wait, then the same part again.
+                        if failures >= self.retry.retries {
+                            return Err(error_from_reply(&got));
+                        }
+                        failures += 1;
+                        stats.retries += 1;
+                        inflight = Some(ex);
+                        (self.retry.sleep)(self.retry.delay(failures));
+                        continue;
+                    }
                     if got.status != 200 {
                         if got.status == 400 && !ex.restarted {
                             // The server could not put the parts together (it held an

@@ -122,7 +122,7 @@ fn the_workload_push_completes_on_a_link_cut_every_4_kb_without_losing_or_repeat
     let stats = sync_via(proxy.url(), &mut a);
     let seen = proxy.counters();
     assert!(seen.cuts >= 1, "the link cut the first, too large, request: {seen:?}");
-    assert!(stats.requests > 2, "the push went in pieces: {stats:?}");
+    assert!(stats.requests > 2, "the push went in parts: {stats:?}");
     let budget = a.link_budget().expect("budget").expect("a budget was learnt");
     assert!((LINK_FLOOR..CUT as usize).contains(&budget), "{budget}");
     assert_converged(&server, &a);
@@ -133,8 +133,9 @@ fn the_workload_push_completes_on_a_link_cut_every_4_kb_without_losing_or_repeat
         stats.requests,
         seen.cuts
     );
-    // The learning (the cut requests) is most of the extra; the benchmark records it.
-    assert!(ratio < 3.5, "{ratio:.2}x");
+    // The server kept what arrived of the cut requests: the issue's bound of 1.5x holds
+    // with room (the benchmark records 1.06x).
+    assert!(ratio < 1.5, "{ratio:.2}x");
 
     // The learnt budget is kept: one more mark goes in one request, with no cut.
     workload::record_one_more_mark(&mut a, &template().course);
@@ -145,7 +146,7 @@ fn the_workload_push_completes_on_a_link_cut_every_4_kb_without_losing_or_repeat
     // A small sync proves nothing about the link: the budget stays.
     assert_eq!(a.link_budget().expect("budget"), Some(budget));
 
-    // A fresh device of the commune pulls everything in pieces.
+    // A fresh device of the commune pulls everything, its reply in windows.
     let mut b = server.enrolled_device(&dir.path().join("cut/device-b"), NAM_HANG);
     b.set_retry(retries_at_once());
     let before = proxy.counters();
@@ -373,6 +374,66 @@ fn a_server_that_lost_the_parts_it_held_is_sent_the_exchange_again() {
     server.stop();
 }
 
+/// Parts can outrun the server's per-device request rate (a large exchange in small parts
+/// on a link that turned fast): a part answered 429 is sent again after the backoff, and
+/// the sync completes.
+#[test]
+fn a_part_answered_too_many_requests_is_sent_again_after_a_wait() {
+    struct Limited {
+        inner: HttpTransport,
+        parts: u32,
+        refused: u32,
+    }
+    impl sync_core::protocol::Transport for Limited {
+        fn post(
+            &mut self,
+            path: &str,
+            content_type: &str,
+            bearer: Option<&str>,
+            body: Vec<u8>,
+        ) -> Result<sync_core::protocol::Reply, String> {
+            if path == sync_core::protocol::PART_PATH {
+                self.parts += 1;
+                if self.parts.is_multiple_of(3) {
+                    self.refused += 1;
+                    return Ok(sync_core::protocol::Reply {
+                        status: 429,
+                        body: br#"{"error":"rate_limited","message":"too many sync requests from this device"}"#
+                            .to_vec(),
+                    });
+                }
+            }
+            self.inner.post(path, content_type, bearer, body)
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = run(&dir.path().join("run"));
+    let mut a = Device::open(&dir.path().join("run/device-a")).expect("open");
+    let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = waits.clone();
+    a.set_retry(RetryPolicy {
+        retries: 3,
+        sleep: Arc::new(move |d| seen.lock().expect("waits").push(d)),
+        ..RetryPolicy::default()
+    });
+    a.set_link_budget(Some(3000)).expect("budget");
+    let mut t = Limited {
+        inner: HttpTransport::new(&server.url).expect("transport"),
+        parts: 0,
+        refused: 0,
+    };
+    let stats = a.sync(&mut t, &mut |_| true).expect("the sync completes");
+    assert!(t.refused >= 1, "some parts were refused: {} of {}", t.refused, t.parts);
+    assert_eq!(stats.retries, t.refused, "{stats:?}");
+    assert_eq!(
+        waits.lock().expect("waits").len() as u32,
+        t.refused,
+        "a wait before each repeat"
+    );
+    assert_converged(&server, &a);
+    server.stop();
+}
+
 /// `POST /p` refuses what is not a part of the device's own exchange, plainly: no token,
 /// bytes that are not a part, an exchange past the body limit, parts that do not make up
 /// the exchange their id names; and a whole exchange in one part is answered as on `/`.
@@ -510,7 +571,7 @@ fn a_clean_sync_that_fills_its_exchanges_doubles_the_budget() {
     let mut a = Device::open(&dir.path().join("run/device-a")).expect("open");
     a.set_link_budget(Some(3000)).expect("budget");
     let stats = sync_via(&server.url, &mut a);
-    assert!(stats.requests > 2, "pieces within 3,000 B: {stats:?}");
+    assert!(stats.requests > 2, "parts within 3,000 B: {stats:?}");
     assert_converged(&server, &a);
     assert_eq!(a.link_budget().expect("budget"), Some(6000));
 }
