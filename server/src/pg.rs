@@ -39,7 +39,68 @@ use crate::store::{
     PeriodTrainee, Projection, RedeemError, RefusalRow, Store, StoreError, StoreResult, StoredDoc,
 };
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<Manager>;
+
+/// Prepared statements of one connection, by their text.
+type StatementCache = std::collections::HashMap<&'static str, postgres::Statement>;
+
+/// A pooled connection with the statements prepared on it (they live as long as it).
+pub struct PgConn {
+    client: postgres::Client,
+    stmts: StatementCache,
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
+
+impl PgConn {
+    /// `sql` prepared on this connection, once.
+    fn prepared(&mut self, sql: &'static str) -> StoreResult<postgres::Statement> {
+        if let Some(st) = self.stmts.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql)?;
+        self.stmts.insert(sql, st.clone());
+        Ok(st)
+    }
+}
+
+/// The lookup every sync starts with.
+static DEVICE_BY_TOKEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {DEVICE_COLS} FROM devices WHERE token_hash = $1"));
+
+/// r2d2_postgres's manager, with a statement cache per connection.
+struct Manager(PostgresConnectionManager<NoTls>);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        Ok(PgConn {
+            client: self.0.connect()?,
+            stmts: StatementCache::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        self.0.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        self.0.has_broken(&mut conn.client)
+    }
+}
 
 /// Migrations, in order; shipped ones are never edited. Version 1 is the SQLite store's
 /// migrations 1 and 2 together, in PostgreSQL types, plus the sequence counter.
@@ -162,7 +223,7 @@ impl PgStore {
     pub fn open(url: &str, max_connections: u32) -> StoreResult<PgStore> {
         let config = postgres::Config::from_str(url)
             .map_err(|e| StoreError::Other(format!("the database URL is not valid: {e}")))?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = Manager(PostgresConnectionManager::new(config, NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(max_connections.max(1))
             .min_idle(Some(1))
@@ -220,7 +281,7 @@ impl PgStore {
             .get(0))
     }
 
-    fn client(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn client(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
         Ok(self.pool.get()?)
     }
 }
@@ -265,6 +326,9 @@ struct Pending {
 
 struct PgTx<'a> {
     tx: Transaction<'a>,
+    /// The connection's prepared statements (`PgConn`): a sync runs a dozen statements,
+    /// each prepared once per connection instead of parsed and planned every time.
+    stmts: &'a mut StatementCache,
     cache: &'a std::sync::Mutex<crate::doc_cache::DocCache>,
     /// The sequence of each document as loaded, then as numbered once stored.
     seqs: std::collections::HashMap<String, i64>,
@@ -277,11 +341,49 @@ struct PgTx<'a> {
     seen_max: Option<i64>,
 }
 
+type Params<'p> = [&'p (dyn postgres::types::ToSql + Sync)];
+
 impl PgTx<'_> {
+    /// `sql` prepared on this connection, once.
+    fn statement(&mut self, sql: &'static str) -> StoreResult<postgres::Statement> {
+        if let Some(st) = self.stmts.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.tx.prepare(sql)?;
+        self.stmts.insert(sql, st.clone());
+        Ok(st)
+    }
+
+    /// A statement that failed is prepared afresh next time: a table altered under a
+    /// long-lived connection (a newer node migrated) fails a cached plan once, not forever.
+    fn forget(&mut self, sql: &'static str, e: postgres::Error) -> StoreError {
+        self.stmts.remove(sql);
+        e.into()
+    }
+
+    fn query(&mut self, sql: &'static str, params: &Params<'_>) -> StoreResult<Vec<postgres::Row>> {
+        let st = self.statement(sql)?;
+        self.tx.query(&st, params).map_err(|e| self.forget(sql, e))
+    }
+
+    fn query_opt(&mut self, sql: &'static str, params: &Params<'_>) -> StoreResult<Option<postgres::Row>> {
+        let st = self.statement(sql)?;
+        self.tx.query_opt(&st, params).map_err(|e| self.forget(sql, e))
+    }
+
+    fn query_one(&mut self, sql: &'static str, params: &Params<'_>) -> StoreResult<postgres::Row> {
+        let st = self.statement(sql)?;
+        self.tx.query_one(&st, params).map_err(|e| self.forget(sql, e))
+    }
+
+    fn execute(&mut self, sql: &'static str, params: &Params<'_>) -> StoreResult<u64> {
+        let st = self.statement(sql)?;
+        self.tx.execute(&st, params).map_err(|e| self.forget(sql, e))
+    }
+
     fn lock_doc(&mut self, doc_id: &str) -> StoreResult<()> {
         if self.locked.insert(doc_id.to_string()) {
-            self.tx
-                .execute("SELECT pg_advisory_xact_lock($1)", &[&doc_lock_key(doc_id)])?;
+            self.execute("SELECT pg_advisory_xact_lock($1)", &[&doc_lock_key(doc_id)])?;
         }
         Ok(())
     }
@@ -294,7 +396,6 @@ impl PgTx<'_> {
             return Ok(());
         }
         let last: i64 = self
-            .tx
             .query_one("UPDATE seq_counter SET value = value + $1 RETURNING value", &[&n])?
             .get(0);
         let mut next = last - n + 1;
@@ -306,7 +407,7 @@ impl PgTx<'_> {
             let doc_ids = vec![p.doc_id.clone(); p.hashes.len()];
             let devices = vec![p.device.clone(); p.hashes.len()];
             let received = vec![received; p.hashes.len()];
-            self.tx.execute(
+            self.execute(
                 "INSERT INTO changes (seq, doc_id, hash, actor, device_id, time, received_at, data)
                  SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
                                       $7::BIGINT[], $8::BYTEA[])",
@@ -315,7 +416,7 @@ impl PgTx<'_> {
                 ],
             )?;
             let seq = seqs.last().copied().unwrap_or(last);
-            self.tx.execute(
+            self.execute(
                 "UPDATE docs SET updated_seq = $2, created_seq = CASE WHEN created_seq = 0 THEN $2 ELSE created_seq END,
                    snapshot_seq = CASE WHEN $3 THEN $2 ELSE snapshot_seq END,
                    tail_changes = CASE WHEN $3 THEN 0 ELSE tail_changes + $4 END,
@@ -332,7 +433,7 @@ impl PgTx<'_> {
 impl PgTx<'_> {
     fn load_doc(&mut self, id: &DocId, for_update: bool) -> StoreResult<Option<StoredDoc>> {
         let key = id.to_string();
-        let Some(row) = self.tx.query_opt(
+        let Some(row) = self.query_opt(
             "SELECT created_seq, updated_seq, snapshot_seq FROM docs WHERE doc_id = $1",
             &[&key],
         )?
@@ -361,12 +462,11 @@ impl PgTx<'_> {
         } else {
             let pending: Vec<u8> = unnumbered.into_iter().flatten().copied().collect();
             let mut bytes: Vec<u8> = self
-                .tx
                 .query_one("SELECT snapshot FROM docs WHERE doc_id = $1", &[&key])?
                 .get(0);
             if updated_seq == 0 || updated_seq > snapshot_seq {
                 let floor = if updated_seq == 0 { -1 } else { snapshot_seq };
-                for r in self.tx.query(
+                for r in self.query(
                     "SELECT data FROM changes WHERE doc_id = $1 AND seq > $2 ORDER BY seq",
                     &[&key, &floor],
                 )? {
@@ -417,7 +517,6 @@ impl DocTx for PgTx<'_> {
         self.lock_doc(&key)?;
         let hashes: Vec<Vec<u8>> = new_changes.iter().map(|c| c.hash().0.to_vec()).collect();
         let mut known: HashSet<Vec<u8>> = self
-            .tx
             .query(
                 "SELECT hash FROM changes WHERE doc_id = $1 AND hash = ANY($2)",
                 &[&key, &hashes],
@@ -452,7 +551,6 @@ impl DocTx for PgTx<'_> {
         }
         pending.tail_bytes = pending.data.iter().map(|d| d.len() as i64).sum();
         let tail: Option<(i64, i64, i32)> = self
-            .tx
             .query_opt(
                 "SELECT tail_changes, tail_bytes, length(snapshot) FROM docs WHERE doc_id = $1",
                 &[&key],
@@ -474,7 +572,7 @@ impl DocTx for PgTx<'_> {
         if pending.snapshot {
             // Sequence columns are 0 until the changes are numbered (before any read of
             // what changed and before commit): only this transaction sees the row meanwhile.
-            self.tx.execute(
+            self.execute(
                 "INSERT INTO docs (doc_id, kind, unit, course_id, snapshot, created_seq, updated_seq)
                  VALUES ($1, $2, $3, $4, $5, 0, 0)
                  ON CONFLICT (doc_id) DO UPDATE SET snapshot = excluded.snapshot",
@@ -485,9 +583,9 @@ impl DocTx for PgTx<'_> {
             Projection::Whole(contents) => write_projection(&mut self.tx, id, contents)?,
             Projection::Marks { entries, removed } => {
                 let Some(cid) = &id.course else { return Ok(()) };
-                upsert_marks(&mut self.tx, cid, &key, entries)?;
+                upsert_marks(|sql, params| self.execute(sql, params), cid, &key, entries)?;
                 for (session, cadre) in removed {
-                    self.tx.execute(
+                    self.execute(
                         "DELETE FROM p_marks WHERE course_id = $1 AND session_id = $2 AND cadre_id = $3",
                         &[cid, session, cadre],
                     )?;
@@ -503,7 +601,7 @@ impl DocTx for PgTx<'_> {
     }
 
     fn record_contact(&mut self, c: &Contact<'_>) -> StoreResult<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE devices SET last_sync_at = $2, pending_reported = $3, app_version = $4,
                bytes_up = bytes_up + $5, bytes_down = bytes_down + $6, last_cursor = GREATEST(last_cursor, $7)
              WHERE id = $1",
@@ -521,7 +619,7 @@ impl DocTx for PgTx<'_> {
     }
 
     fn refuse(&mut self, device: &str, doc: &str, reason: &str, data: &[u8]) -> StoreResult<()> {
-        self.tx.execute(
+        self.execute(
             "INSERT INTO refusals (device_id, doc_id, reason, at, data) VALUES ($1, $2, $3, $4, $5)",
             &[&device, &doc, &reason, &now(), &data],
         )?;
@@ -532,7 +630,7 @@ impl DocTx for PgTx<'_> {
         self.number_pending()?;
         // One statement, one snapshot: the counter it reads covers exactly the documents
         // it returns (every number up to it is committed and visible, none above is).
-        let rows = self.tx.query(
+        let rows = self.query(
             "SELECT c.value, d.doc_id, d.created_seq, d.updated_seq
              FROM seq_counter c LEFT JOIN docs d ON d.unit = ANY($1) AND d.updated_seq > $2
              ORDER BY d.updated_seq",
@@ -549,7 +647,7 @@ impl DocTx for PgTx<'_> {
     }
 
     fn changes_since(&mut self, id: &str, cursor: i64) -> StoreResult<Vec<u8>> {
-        let rows = self.tx.query(
+        let rows = self.query(
             "SELECT data FROM changes WHERE doc_id = $1 AND seq > $2 ORDER BY seq",
             &[&id, &cursor],
         )?;
@@ -565,11 +663,11 @@ impl DocTx for PgTx<'_> {
             return Ok(seen);
         }
         self.number_pending()?;
-        Ok(self.tx.query_one("SELECT value FROM seq_counter", &[])?.get(0))
+        Ok(self.query_one("SELECT value FROM seq_counter", &[])?.get(0))
     }
 
     fn change_log(&mut self, units: &[String], after: i64, upto: i64) -> StoreResult<Vec<(i64, String, [u8; 32])>> {
-        let rows = self.tx.query(
+        let rows = self.query(
             "SELECT c.seq, c.doc_id, c.hash FROM docs d JOIN changes c ON c.doc_id = d.doc_id
              WHERE d.unit = ANY($1) AND d.updated_seq > $2 AND c.seq > $2 AND c.seq <= $3
              ORDER BY c.seq",
@@ -589,7 +687,6 @@ impl DocTx for PgTx<'_> {
 
     fn first_change_seq(&mut self, doc: &str) -> StoreResult<Option<i64>> {
         Ok(self
-            .tx
             .query_one("SELECT MIN(seq) FROM changes WHERE doc_id = $1", &[&doc])?
             .get(0))
     }
@@ -712,14 +809,20 @@ fn write_projection(tx: &mut Transaction<'_>, id: &DocId, contents: &Contents) -
         Contents::Attendance(marks) => {
             let Some(cid) = &id.course else { return Ok(()) };
             tx.execute("DELETE FROM p_marks WHERE doc_id = $1", &[&key])?;
-            upsert_marks(tx, cid, &key, marks)?;
+            upsert_marks(|sql, params| Ok(tx.execute(sql, params)?), cid, &key, marks)?;
         }
     }
     Ok(())
 }
 
 /// Writes the rows of `marks` (current value, conflict) in one statement.
-fn upsert_marks(tx: &mut Transaction<'_>, cid: &str, key: &str, marks: &[MarkEntry]) -> StoreResult<()> {
+/// `execute` runs the statement: on the transaction, or through the connection's cache.
+fn upsert_marks(
+    execute: impl FnOnce(&'static str, &Params<'_>) -> StoreResult<u64>,
+    cid: &str,
+    key: &str,
+    marks: &[MarkEntry],
+) -> StoreResult<()> {
     let mut sessions = Vec::new();
     let mut cadres = Vec::new();
     let mut statuses = Vec::new();
@@ -742,7 +845,7 @@ fn upsert_marks(tx: &mut Transaction<'_>, cid: &str, key: &str, marks: &[MarkEnt
     if sessions.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    execute(
         "INSERT INTO p_marks (course_id, session_id, cadre_id, status, note, conflict, device_id, recorded_at, doc_id)
          SELECT $1::TEXT, s, c, st, n, cf, d, t, $2::TEXT
          FROM UNNEST($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[])
@@ -927,13 +1030,16 @@ impl Store for PgStore {
     }
 
     fn device_by_token(&self, token_hash: &str) -> StoreResult<Option<DeviceRow>> {
-        Ok(self
-            .client()?
-            .query_opt(
-                &format!("SELECT {DEVICE_COLS} FROM devices WHERE token_hash = $1"),
-                &[&token_hash],
-            )?
-            .map(|r| device_row(&r)))
+        let mut conn = self.client()?;
+        let sql = DEVICE_BY_TOKEN.as_str();
+        let st = conn.prepared(sql)?;
+        match conn.query_opt(&st, &[&token_hash]) {
+            Ok(row) => Ok(row.map(|r| device_row(&r))),
+            Err(e) => {
+                conn.stmts.remove(sql);
+                Err(e.into())
+            }
+        }
     }
 
     fn device_by_id(&self, device_id: &str) -> StoreResult<Option<(DeviceRow, String)>> {
@@ -1035,11 +1141,13 @@ impl Store for PgStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut client = self.client()?;
+            let mut conn = self.client()?;
             let result = (|| -> StoreResult<()> {
+                let PgConn { client, stmts } = &mut *conn;
                 let tx = client.transaction()?;
                 let mut t = PgTx {
                     tx,
+                    stmts,
                     cache: &self.cache,
                     seqs: std::collections::HashMap::new(),
                     kept: Vec::new(),
