@@ -44,6 +44,18 @@ struct Entry {
 }
 
 impl Entry {
+    fn new(id: Option<[u8; 8]>, total: u64, body: Vec<u8>, reply: Option<Arc<Vec<u8>>>, ttl: Duration) -> Entry {
+        Entry {
+            id,
+            total,
+            body,
+            reply,
+            running: false,
+            touched: Instant::now(),
+            ttl,
+        }
+    }
+
     fn bytes(&self) -> usize {
         self.body.capacity() + self.reply.as_ref().map_or(0, |r| r.len())
     }
@@ -90,18 +102,7 @@ impl Resume {
         if prefix.len() < KEEP_CUT_MIN || prefix.len() as u64 >= total {
             return;
         }
-        self.insert(
-            device,
-            Entry {
-                id: None,
-                total,
-                body: prefix,
-                reply: None,
-                running: false,
-                touched: Instant::now(),
-                ttl: PART_TTL,
-            },
-        );
+        self.insert(device, Entry::new(None, total, prefix, None, PART_TTL));
     }
 
     /// The reply of a `POST /` exchange, kept a short while in case the link cuts it.
@@ -111,15 +112,13 @@ impl Resume {
         }
         self.insert(
             device,
-            Entry {
-                id: Some(exchange_id(body)),
-                total: body.len() as u64,
-                body: Vec::new(),
-                reply: Some(Arc::new(reply.to_vec())),
-                running: false,
-                touched: Instant::now(),
-                ttl: REPLY_TTL,
-            },
+            Entry::new(
+                Some(exchange_id(body)),
+                body.len() as u64,
+                Vec::new(),
+                Some(Arc::new(reply.to_vec())),
+                REPLY_TTL,
+            ),
         );
     }
 
@@ -145,15 +144,7 @@ impl Resume {
             }
             map.insert(
                 device.to_string(),
-                Entry {
-                    id: Some(head.id),
-                    total: head.total,
-                    body: Vec::new(),
-                    reply: None,
-                    running: false,
-                    touched: now,
-                    ttl: PART_TTL,
-                },
+                Entry::new(Some(head.id), head.total, Vec::new(), None, PART_TTL),
             );
         }
         let Some(entry) = map.get_mut(device) else {
@@ -202,15 +193,7 @@ impl Resume {
         let out = answer(head.total, Some(&reply), 0, head.window);
         map.insert(
             device.to_string(),
-            Entry {
-                id: Some(head.id),
-                total: head.total,
-                body: Vec::new(),
-                reply: Some(reply),
-                running: false,
-                touched: Instant::now(),
-                ttl: PART_TTL,
-            },
+            Entry::new(Some(head.id), head.total, Vec::new(), Some(reply), PART_TTL),
         );
         trim_map(&mut map, Instant::now());
         Some(out)

@@ -1026,11 +1026,9 @@ impl Device {
                     let got = match transport.post(protocol::PART_PATH, protocol::CONTENT_TYPE, Some(&token), body) {
                         Ok(reply) => reply,
                         Err(e) => {
-                            if failures >= self.retry.retries {
+                            if !retry_left(&mut failures, self.retry.retries, &mut stats) {
                                 return Err(Error::Offline(e));
                             }
-                            failures += 1;
-                            stats.retries += 1;
                             cut = true;
                             let partial = transport.take_partial_reply();
                             stats.bytes_down += partial.len() as u64;
@@ -1059,11 +1057,9 @@ impl Device {
                     if got.status == 429 {
                         // Parts of a large exchange on a link that turned fast can outrun
                         // the server's per-device rate: wait, then the same part again.
-                        if failures >= self.retry.retries {
+                        if !retry_left(&mut failures, self.retry.retries, &mut stats) {
                             return Err(error_from_reply(&got));
                         }
-                        failures += 1;
-                        stats.retries += 1;
                         inflight = Some(ex);
                         (self.retry.sleep)(self.retry.delay(failures));
                         continue;
@@ -1138,11 +1134,9 @@ impl Device {
                             // body and a large reply: the exchange goes on in parts from
                             // there (or, with a server without parts, it is rebuilt within a
                             // smaller budget). Every exchange is idempotent.
-                            if failures >= self.retry.retries {
+                            if !retry_left(&mut failures, self.retry.retries, &mut stats) {
                                 return Err(Error::Offline(e));
                             }
-                            failures += 1;
-                            stats.retries += 1;
                             cut = true;
                             let partial = transport.take_partial_reply();
                             let got = transport.partial_reply_bytes().max(partial.len() as u64);
@@ -1587,6 +1581,16 @@ impl Device {
 fn less_deps(base: &[ChangeHash], changes: &[automerge::Change]) -> Vec<ChangeHash> {
     let deps: HashSet<ChangeHash> = changes.iter().flat_map(|c| c.deps().iter().copied()).collect();
     base.iter().filter(|h| !deps.contains(h)).copied().collect()
+}
+
+/// Counts one more failed exchange of a sync, unless its `retries` are spent (false).
+fn retry_left(failures: &mut u32, retries: u32, stats: &mut SyncStats) -> bool {
+    if *failures >= retries {
+        return false;
+    }
+    *failures += 1;
+    stats.retries += 1;
+    true
 }
 
 /// Changes in a request's pushes.

@@ -120,6 +120,26 @@ impl Drop for TestServer {
     }
 }
 
+/// The bearer token a device keeps in its store (`HOME/device.sqlite`), for tests that
+/// speak to the server with bodies of their own.
+pub fn device_token(home: &Path) -> String {
+    let conn = rusqlite::Connection::open(home.join("device.sqlite")).expect("device store");
+    conn.query_row("SELECT value FROM meta WHERE key = 'token'", [], |r| r.get(0))
+        .expect("the device is enrolled")
+}
+
+/// The compact body of an exchange that pushes nothing, from cursor 0.
+pub fn empty_exchange() -> Vec<u8> {
+    sync_core::protocol::SyncRequest {
+        cursor: 0,
+        docs: Vec::new(),
+        pending_changes: 0,
+        app_version: String::new(),
+        max_response_bytes: 0,
+    }
+    .encode_compact()
+}
+
 /// Path of a workspace binary built next to the running test (`cargo build --bins`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

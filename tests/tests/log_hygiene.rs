@@ -177,21 +177,8 @@ fn a_field_scenario_at_trace_level_logs_no_name_ethnicity_token_or_code() {
     assert!(fresh.bytes().all(|b| b.is_ascii_hexdigit()), "{fresh}");
     // A device's successful sync answer goes without the id (it is 32 bytes of a one-mark
     // exchange); an error answer keeps it, and one the client sent comes back.
-    let token = {
-        let conn = rusqlite::Connection::open(devices[0].1.home().join("device.sqlite")).expect("device store");
-        conn.query_row("SELECT value FROM meta WHERE key = 'token'", [], |r| {
-            r.get::<_, String>(0)
-        })
-        .expect("token")
-    };
-    let nothing_new = sync_core::protocol::SyncRequest {
-        cursor: 0,
-        docs: Vec::new(),
-        pending_changes: 0,
-        app_version: String::new(),
-        max_response_bytes: 0,
-    }
-    .encode_compact();
+    let token = diemdanh_tests::device_token(devices[0].1.home());
+    let nothing_new = diemdanh_tests::empty_exchange();
     let bearer = format!("Bearer {token}");
     let ok = rawhttp::post(&server.url, "/", &[("authorization", &bearer)], &nothing_new).expect("sync");
     assert_eq!((ok.status, ok.header("x-request-id")), (200, None));

@@ -439,28 +439,17 @@ fn a_part_answered_too_many_requests_is_sent_again_after_a_wait() {
 /// the exchange their id names; and a whole exchange in one part is answered as on `/`.
 #[test]
 fn parts_that_are_not_an_exchange_are_refused_plainly() {
-    use sync_core::protocol::{exchange_id, PartAnswerHead, PartHead, SyncRequest, SyncResponse, Transport, PART_PATH};
+    use sync_core::protocol::{exchange_id, PartAnswerHead, PartHead, SyncResponse, Transport, PART_PATH};
     let dir = tempfile::tempdir().expect("tmp");
     let server = run(&dir.path().join("run"));
-    let home = dir.path().join("run/device-a");
-    let conn = rusqlite::Connection::open(home.join("device.sqlite")).expect("device store");
-    let token: String = conn
-        .query_row("SELECT value FROM meta WHERE key = 'token'", [], |r| r.get(0))
-        .expect("token");
+    let token = diemdanh_tests::device_token(&dir.path().join("run/device-a"));
     let mut t = HttpTransport::new(&server.url).expect("transport");
     let ct = sync_core::protocol::CONTENT_TYPE;
     let error = |reply: &sync_core::protocol::Reply| -> String {
         let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("a JSON error body");
         format!("{} {}", reply.status, body["error"].as_str().unwrap_or(""))
     };
-    let request = SyncRequest {
-        cursor: 0,
-        docs: Vec::new(),
-        pending_changes: 0,
-        app_version: String::new(),
-        max_response_bytes: 0,
-    }
-    .encode_compact();
+    let request = diemdanh_tests::empty_exchange();
     let part = |body: &[u8], total: u64, bytes: &[u8]| {
         PartHead {
             id: exchange_id(body),
