@@ -481,24 +481,26 @@ async fn sync_part(
 ) -> Result<Response, ApiError> {
     let token_hash = sync_token(&st, &headers)?;
     let (body, cut) = read_body(body).await;
-    if cut.as_ref().is_some_and(|e| e.too_large) {
-        return Err(cut.map(BodyCut::into_api).unwrap_or_else(|| malformed("cut")));
-    }
     let (store, metrics, resume, max_body) = (st.store.clone(), st.metrics.clone(), st.resume.clone(), st.max_body);
-    let complete = cut.is_none();
+    if let Some(cut) = cut {
+        // Nobody is left to read an answer: keep what arrived of the part, once its head
+        // did, for the device's next part.
+        if !cut.too_large {
+            let _ = blocking(move || {
+                if let Ok((head, bytes)) = protocol::PartHead::decode(&body) {
+                    let device = sync_device(&*store, &token_hash)?;
+                    if head.total <= max_body as u64 {
+                        resume.part(&device.id, &head, bytes, false);
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        }
+        return Err(cut.into_api());
+    }
     let out = blocking(move || {
-        let (head, bytes) = match protocol::PartHead::decode(&body) {
-            Ok(part) => part,
-            Err(DecodeError::Version(_)) if complete => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unsupported_version",
-                    "the part's protocol version is not supported",
-                ));
-            }
-            Err(_) if !complete => return Ok(None),
-            Err(e) => return Err(malformed(&e.to_string())),
-        };
+        let (head, bytes) = protocol::PartHead::decode(&body).map_err(decode_error)?;
         let device = sync_device(&*store, &token_hash)?;
         if head.total > max_body as u64 {
             return Err(ApiError::new(
@@ -507,31 +509,34 @@ async fn sync_part(
                 format!("the exchange is larger than {max_body} bytes; send smaller batches"),
             ));
         }
-        match resume.part(&device.id, &head, bytes, complete) {
-            crate::resume::Step::Answer(out) => Ok(Some(out)),
-            crate::resume::Step::Run(whole) => {
-                if protocol::exchange_id(&whole) != head.id {
-                    resume.answered(&device.id, &head, None);
-                    return Err(malformed(
-                        "the parts do not make up the exchange they name (its id differs): send it again",
-                    ));
-                }
-                match run_exchange(&*store, &metrics, &device, &whole, true) {
-                    Ok(out) => Ok(resume.answered(&device.id, &head, Some(&out))),
-                    Err(e) => {
-                        resume.answered(&device.id, &head, None);
-                        Err(e)
-                    }
-                }
+        let whole = match resume.part(&device.id, &head, bytes, true) {
+            crate::resume::Step::Answer(out) => return Ok(out),
+            crate::resume::Step::Run(whole) => whole,
+        };
+        let out = if protocol::exchange_id(&whole) == head.id {
+            run_exchange(&*store, &metrics, &device, &whole, true)
+        } else {
+            Err(malformed(
+                "the parts do not make up the exchange they name (its id differs): send it again",
+            ))
+        };
+        match out {
+            Ok(out) => Ok(resume.answered(&device.id, &head, &out)),
+            Err(e) => {
+                resume.forget(&device.id);
+                Err(e)
             }
         }
     })
     .await?;
-    match (cut, out) {
-        (None, Some(out)) => Ok(reply(out)),
-        // Nobody is left to read an answer: what arrived is kept, the rest is moot.
-        (Some(e), _) => Err(e.into_api()),
-        (None, None) => Err(malformed("empty part answer")),
+    Ok(reply(out))
+}
+
+/// The 400 for a body that does not decode.
+fn decode_error(e: DecodeError) -> ApiError {
+    match e {
+        DecodeError::Version(_) => ApiError::new(StatusCode::BAD_REQUEST, "unsupported_version", e.to_string()),
+        _ => malformed(&e.to_string()),
     }
 }
 
@@ -619,9 +624,9 @@ async fn read_body(body: axum::body::Body) -> (Vec<u8>, Option<BodyCut>) {
                 }
             }
             Some(Err(e)) => {
-                let too_large = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                    || e.to_string().contains("length limit");
+                // The limit layer's error, somewhere under axum's.
+                let too_large = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+                    .any(|s| s.is::<http_body_util::LengthLimitError>());
                 return (
                     out,
                     Some(BodyCut {
@@ -649,10 +654,7 @@ fn run_exchange(
     } else {
         SyncRequest::decode(body)
     };
-    let req = req.map_err(|e| match e {
-        DecodeError::Version(_) => ApiError::new(StatusCode::BAD_REQUEST, "unsupported_version", e.to_string()),
-        _ => malformed(&e.to_string()),
-    })?;
+    let req = req.map_err(decode_error)?;
     let unit: UnitKey = device
         .unit
         .parse()

@@ -63,16 +63,19 @@ impl std::ops::DerefMut for PgConn {
     }
 }
 
-impl PgConn {
-    /// `sql` prepared on this connection, once.
-    fn prepared(&mut self, sql: &'static str) -> StoreResult<postgres::Statement> {
-        if let Some(st) = self.stmts.get(sql) {
-            return Ok(st.clone());
-        }
-        let st = self.client.prepare(sql)?;
-        self.stmts.insert(sql, st.clone());
-        Ok(st)
+/// `sql` from the connection's cache, prepared on it (through `client`, the connection or
+/// a transaction on it) the first time.
+fn prepared(
+    stmts: &mut StatementCache,
+    client: &mut impl postgres::GenericClient,
+    sql: &'static str,
+) -> StoreResult<postgres::Statement> {
+    if let Some(st) = stmts.get(sql) {
+        return Ok(st.clone());
     }
+    let st = client.prepare(sql)?;
+    stmts.insert(sql, st.clone());
+    Ok(st)
 }
 
 /// The lookup every sync starts with.
@@ -344,14 +347,8 @@ struct PgTx<'a> {
 type Params<'p> = [&'p (dyn postgres::types::ToSql + Sync)];
 
 impl PgTx<'_> {
-    /// `sql` prepared on this connection, once.
     fn statement(&mut self, sql: &'static str) -> StoreResult<postgres::Statement> {
-        if let Some(st) = self.stmts.get(sql) {
-            return Ok(st.clone());
-        }
-        let st = self.tx.prepare(sql)?;
-        self.stmts.insert(sql, st.clone());
-        Ok(st)
+        prepared(self.stmts, &mut self.tx, sql)
     }
 
     /// A statement that failed is prepared afresh next time: a table altered under a
@@ -1032,11 +1029,12 @@ impl Store for PgStore {
     fn device_by_token(&self, token_hash: &str) -> StoreResult<Option<DeviceRow>> {
         let mut conn = self.client()?;
         let sql = DEVICE_BY_TOKEN.as_str();
-        let st = conn.prepared(sql)?;
-        match conn.query_opt(&st, &[&token_hash]) {
+        let PgConn { client, stmts } = &mut *conn;
+        let st = prepared(stmts, client, sql)?;
+        match client.query_opt(&st, &[&token_hash]) {
             Ok(row) => Ok(row.map(|r| device_row(&r))),
             Err(e) => {
-                conn.stmts.remove(sql);
+                stmts.remove(sql);
                 Err(e.into())
             }
         }

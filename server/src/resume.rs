@@ -180,23 +180,22 @@ impl Resume {
     }
 
     /// The exchange assembled from `head`'s parts was answered `reply`: keep it and
-    /// answer the first window. `None` for `reply`: it failed (the error goes back as
-    /// it is); the parts are dropped.
-    pub fn answered(&self, device: &str, head: &PartHead, reply: Option<&[u8]>) -> Option<Vec<u8>> {
-        let mut map = self.lock();
-        let Some(reply) = reply else {
-            map.remove(device);
-            return None;
-        };
+    /// answer the first window.
+    pub fn answered(&self, device: &str, head: &PartHead, reply: &[u8]) -> Vec<u8> {
         let reply = Arc::new(reply.to_vec());
         // A reply of this run: from its first byte, whatever the device held of another.
         let out = answer(head.total, Some(&reply), 0, head.window);
-        map.insert(
-            device.to_string(),
+        self.insert(
+            device,
             Entry::new(Some(head.id), head.total, Vec::new(), Some(reply), PART_TTL),
         );
-        trim_map(&mut map, Instant::now());
-        Some(out)
+        out
+    }
+
+    /// The exchange assembled from the device's parts failed (its error is the answer):
+    /// what was held of it goes.
+    pub fn forget(&self, device: &str) {
+        self.lock().remove(device);
     }
 }
 
@@ -284,9 +283,7 @@ mod tests {
         };
         assert_eq!(whole, body);
         let reply: Vec<u8> = (0..5000u32).map(|i| (i % 13) as u8).collect();
-        let first = r
-            .answered("d", &head(&body, 700, 0, 2000), Some(&reply))
-            .expect("answered");
+        let first = r.answered("d", &head(&body, 700, 0, 2000), &reply);
         let (h, tail) = PartAnswerHead::decode(&first).expect("decodes");
         assert_eq!((h.have, h.reply_total), (1000, 5000));
         assert_eq!(tail, &reply[..2000]);

@@ -124,3 +124,48 @@ async fn the_body_limit_comes_from_the_settings_and_its_answer_names_it() {
     assert_eq!(v["error"], "too_large");
     assert!(v["message"].as_str().expect("message").contains("70000"), "{v}");
 }
+
+/// A body of unknown length (no `content-length`, as a chunked upload) that goes past the
+/// limit is stopped as it arrives, on `POST /` and on `POST /p` alike: 413 with the JSON
+/// reason, not a 400 for a body "cut" on the way.
+#[tokio::test]
+async fn a_streamed_body_past_the_limit_is_answered_413_on_the_compact_and_part_paths() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let router = app_with_options(
+        store,
+        Options {
+            limits: Limits {
+                max_body_bytes: 70_000,
+                ..Limits::default()
+            },
+            ..Options::default()
+        },
+    );
+    for path in [sync_core::protocol::COMPACT_SYNC_PATH, sync_core::protocol::PART_PATH] {
+        let (mut sender, streamed) = http_body_util::channel::Channel::<axum::body::Bytes>::new(4);
+        let feed = tokio::spawn(async move {
+            // Bounded: 8 chunks of 10,000 bytes, past the 70,000 limit.
+            for _ in 0..8 {
+                if sender.send_data(vec![0u8; 10_000].into()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let resp = router
+            .clone()
+            .oneshot(
+                Request::post(path)
+                    .header(header::AUTHORIZATION, "Bearer x")
+                    .body(Body::new(streamed))
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["error"], "too_large", "{path}: {v}");
+        feed.abort();
+    }
+}
